@@ -1,0 +1,61 @@
+"""Heuristic time discretizations (LD3 paper App. B.2, formulas as in design/numerics.md).
+
+Each returns ``nfe + 1`` float64 times ``t_0 = t_max > t_1 > ... > t_N = t_min`` in the
+schedule's continuous time ``t``:
+
+- ``uniform``:   ``t_i = t_max + (i/N)(t_min - t_max)``
+- ``quadratic``: ``t_i = ((N-i)/N)^2 (t_max - t_min) + t_min``
+- ``edm``:       ``s_i = (s_max^(1/rho) + (i/N)(s_min^(1/rho) - s_max^(1/rho)))^rho``, rho = 7,
+  with ``s = sigma_t / alpha_t``, then ``t_i = t(lambda = -log s_i)``
+- ``logsnr``:    ``lambda_i`` uniform between ``lambda(t_max)`` and ``lambda(t_min)``
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ld3_core.schedules import NoiseSchedule
+
+HEURISTICS = ("uniform", "quadratic", "edm", "logsnr")
+
+
+def _grid(nfe: int) -> Tensor:
+    return torch.arange(nfe + 1, dtype=torch.float64) / nfe
+
+
+def _pin_ends(t: Tensor, schedule: NoiseSchedule) -> Tensor:
+    # Round trips through lambda are exact to ~1e-16; make the endpoints bit-exact.
+    t = t.clone()
+    t[0], t[-1] = schedule.t_max, schedule.t_min
+    return t
+
+
+def discretize(name: str, nfe: int, schedule: NoiseSchedule, rho: float = 7.0) -> Tensor:
+    """Heuristic time steps for ``nfe`` steps: a (nfe+1,) float64 tensor of decreasing t.
+
+    ``name`` is one of ``uniform``, ``quadratic``, ``edm``, ``logsnr``; ``rho`` only affects
+    ``edm``. Raises ``ValueError`` on an unknown name or ``nfe < 1``.
+    """
+    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
+        raise ValueError(f"nfe must be a positive integer, got {nfe!r}")
+    u = _grid(nfe)
+    t_min, t_max = schedule.t_min, schedule.t_max
+    if name == "uniform":
+        return _pin_ends(t_max + u * (t_min - t_max), schedule)
+    if name == "quadratic":
+        return _pin_ends((1.0 - u) ** 2 * (t_max - t_min) + t_min, schedule)
+    if name == "edm":
+        s_max = float(schedule.kd_sigma(torch.tensor(t_max, dtype=torch.float64)))
+        s_min = float(schedule.kd_sigma(torch.tensor(t_min, dtype=torch.float64)))
+        s = (s_max ** (1 / rho) + u * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
+        return _pin_ends(schedule.t_of_lambda(-torch.log(s)), schedule)
+    if name == "logsnr":
+        lam = schedule.lambda_min + u * (schedule.lambda_max - schedule.lambda_min)
+        return _pin_ends(schedule.t_of_lambda(lam), schedule)
+    raise ValueError(f"unknown heuristic {name!r}; known: {', '.join(HEURISTICS)}")
+
+
+def all_heuristics(nfe: int, schedule: NoiseSchedule) -> dict[str, Tensor]:
+    """Every heuristic of :data:`HEURISTICS` for ``nfe`` steps, by name."""
+    return {name: discretize(name, nfe, schedule) for name in HEURISTICS}
