@@ -79,6 +79,7 @@ class DiffusionModel:
         name: the model id.
         latent: True for latent-space models (trust-region p = 2, LD3 latent learning rates).
         teacher_defaults: per-model overrides of the teacher configuration.
+        device: where the network's parameters live; samples are drawn there.
     """
 
     def __init__(
@@ -97,6 +98,7 @@ class DiffusionModel:
         name: str = "custom",
         latent: bool = False,
         teacher_defaults: dict[str, Any] | None = None,
+        device: torch.device | str = "cpu",
     ) -> None:
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
@@ -113,6 +115,7 @@ class DiffusionModel:
         self.name = name
         self.latent = latent
         self.teacher_defaults = dict(teacher_defaults or {})
+        self.device = torch.device(device)
 
     # -- network call -------------------------------------------------------------------------
     def network(self, x: Tensor, model_t: TensorLike, cond: Cond | None = None) -> Tensor:
