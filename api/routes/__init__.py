@@ -1,0 +1,1 @@
+"""API routers: health, jobs (+ reports), schedules, models."""

@@ -1,0 +1,192 @@
+"""``/schedules``: the best published schedule of a key, any export format, and the list."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.orm import Session
+
+from api.deps import get_session, get_settings, page_bounds, page_links
+from api.problems import Problem
+from api.schedule_service import (
+    NoiseScheduleResolver,
+    etag_matches,
+    etag_of,
+    export,
+    export_formats,
+    interpolate,
+)
+from api.schemas import ScheduleOut, SchedulePage
+from api.serialize import schedule_id_url, schedule_out
+from api.validation import check_solver_order, raise_if
+from registry.schedules import best_schedule, get_schedule, list_schedules
+from registry.settings import Settings
+
+router = APIRouter(tags=["schedules"])
+SessionDep = Annotated[Session, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+FormatQuery = Annotated[
+    str, Query(alias="format", description="native | diffusers | k-diffusion | comfyui")
+]
+IfNoneMatch = Annotated[str | None, Header(alias="If-None-Match")]
+PROBLEM = {"content": {"application/problem+json": {}}}
+IMMUTABLE = "max-age=31536000, immutable"
+
+
+def _resolver(request: Request) -> NoiseScheduleResolver:
+    return request.app.state.noise_schedules
+
+
+def _check_format(fmt: str) -> None:
+    formats = export_formats()
+    if fmt not in formats:
+        raise_if([{"parameter": "format",
+                   "detail": f"unknown format {fmt!r}; known: {', '.join(formats)}"}])
+
+
+def _respond(
+    settings: Settings,
+    body: dict[str, Any],
+    cache: str,
+    if_none_match: str | None,
+    extra_headers: dict[str, str],
+) -> Response:
+    scope = "private" if settings.reads_require_token else "public"
+    etag = etag_of(body)
+    headers = {"ETag": etag, "Cache-Control": f"{scope}, {cache}", **extra_headers}
+    if settings.reads_require_token:
+        headers["Vary"] = "Authorization"
+    if etag_matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    return JSONResponse(body, headers=headers)
+
+
+def _render(
+    request: Request, session: Session, fmt: str, record: dict[str, Any], sched: Any
+) -> dict[str, Any]:
+    if fmt == "native":
+        return ScheduleOut.model_validate(record).model_dump(mode="json")
+    if sched is None:
+        row = get_schedule(session, record["schedule_id"]) if record["schedule_id"] else None
+        sched = _resolver(request).schedule_for(session, record["model"], row)
+    return export(fmt, record, sched)
+
+
+def _meta_headers(record: dict[str, Any]) -> dict[str, str]:
+    headers = {"X-LD3-Interpolated": "true" if record["interpolated"] else "false"}
+    if record["interpolated"]:
+        headers["X-LD3-Source-NFE"] = str(record["source_nfe"])
+    else:
+        headers["X-LD3-Schedule-Id"] = str(record["schedule_id"])
+        headers["Link"] = f'<{schedule_id_url(record["schedule_id"])}>; rel="canonical"'
+    return headers
+
+
+@router.get("/schedules", response_model=SchedulePage, summary="List published schedules")
+def list_all_schedules(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    model: Annotated[str | None, Query(max_length=255)] = None,
+    solver: Annotated[str | None, Query(max_length=32)] = None,
+    order: int | None = None,
+    nfe: int | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> dict:
+    """Published schedules (native format), newest first, filtered and paginated."""
+    lim, off = page_bounds(settings, limit, offset)
+    rows, total = list_schedules(
+        session, model_id=model, solver=solver, order=order, nfe=nfe, limit=lim, offset=off
+    )
+    nxt, prev = page_links(request, total, lim, off)
+    return {
+        "items": [schedule_out(r) for r in rows],
+        "total": total,
+        "limit": lim,
+        "offset": off,
+        "next": nxt,
+        "prev": prev,
+    }
+
+
+@router.get(
+    "/schedules/id/{schedule_id:int}",
+    responses={200: {"model": ScheduleOut}, 304: {}, 404: PROBLEM, 422: PROBLEM},
+    summary="One published schedule by id (immutable)",
+)
+def read_schedule_by_id(
+    schedule_id: int,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    fmt: FormatQuery = "native",
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    """A published schedule never changes: ``Cache-Control: immutable`` and a strong ETag."""
+    _check_format(fmt)
+    row = get_schedule(session, schedule_id)
+    if row is None:
+        raise Problem(404, f"schedule {schedule_id} does not exist", slug="not-found")
+    record = schedule_out(row)
+    body = _render(request, session, fmt, record, None)
+    return _respond(settings, body, IMMUTABLE, if_none_match, _meta_headers(record))
+
+
+@router.get(
+    "/schedules/{key:path}",
+    responses={200: {"model": ScheduleOut}, 304: {}, 404: PROBLEM, 422: PROBLEM},
+    summary="Best schedule for /schedules/{model}/{solver}/{nfe}",
+)
+def read_schedule(
+    key: str,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    order: int | None = None,
+    fmt: FormatQuery = "native",
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    """``key`` is ``{model}/{solver}/{nfe}``; the model id may contain ``/`` and ``:``.
+
+    Returns the best published schedule (lowest score, newest on ties) for ``?order=``
+    (default 2, or the solver's maximum if lower); an NFE never learned gets a schedule
+    interpolated from the nearest learned NFE (``interpolated: true``, ``source_nfe``); 404
+    when nothing is published for the model + solver + order. ``?format=`` picks the export
+    format. ETag / If-None-Match (304); ``Cache-Control: max-age`` LD3_SCHEDULE_MAX_AGE_S
+    (LD3_INTERPOLATED_MAX_AGE_S for interpolated ones): the best schedule of a key can
+    change when a better one is published, use ``links.canonical`` for the immutable one.
+    """
+    parts = key.rsplit("/", 2)
+    if len(parts) != 3 or not all(parts):
+        raise Problem(
+            404, "expected /schedules/{model}/{solver}/{nfe}", slug="not-found"
+        )
+    model, solver, nfe_text = parts
+    if not nfe_text.isdigit():
+        raise_if([{"parameter": "nfe", "detail": "nfe must be a positive integer"}])
+    nfe = int(nfe_text)
+    order, errors = check_solver_order(solver, order, where="parameter")
+    if not 1 <= nfe <= settings.max_nfe:
+        errors.append({"parameter": "nfe", "detail": f"nfe must be 1..{settings.max_nfe}"})
+    raise_if(errors)
+    _check_format(fmt)
+    row = best_schedule(session, model, solver, order, nfe)
+    if row is not None:
+        record, sched = schedule_out(row), None
+        cache = f"max-age={settings.schedule_max_age_s}"
+    else:
+        found = interpolate(session, _resolver(request), model, solver, order, nfe)
+        if found is None:
+            raise Problem(
+                404,
+                f"no schedule is published for model {model!r}, solver {solver!r}, order "
+                f"{order}; submit a job first (POST /jobs)",
+                slug="schedule-not-found",
+            )
+        record, sched = found
+        cache = f"max-age={settings.interpolated_max_age_s}"
+    body = _render(request, session, fmt, record, sched)
+    return _respond(settings, body, cache, if_none_match, _meta_headers(record))

@@ -1,0 +1,158 @@
+"""Request and response bodies (pydantic v2), shown in the OpenAPI docs at ``/docs``.
+
+Request bodies are strict: unknown fields are rejected, numbers must be JSON integers
+(``"5"`` or ``5.0`` for ``nfe`` is a 422), so a typo never silently becomes a default.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+
+class JobCreate(BaseModel):
+    """``POST /jobs`` body. ``order`` defaults to min(2, max order of the solver); ``nfe`` is
+    1..``LD3_MAX_NFE`` (50); ``options`` go to the job pipeline (e.g. ``seed``, ``n_teacher``,
+    ``guidance_scale``, ``prompts``; see docs/service.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["ld3", "trust_region"]
+    model: StrictStr = Field(min_length=1, max_length=255, examples=["builtin:gmm-digits"])
+    solver: StrictStr = Field(min_length=1, max_length=32, examples=["unipc"])
+    order: StrictInt | None = Field(None, examples=[2])
+    nfe: StrictInt = Field(examples=[6])
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelCreate(BaseModel):
+    """``POST /models`` body: a diffusers model in a local folder or on the hub."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    id: StrictStr | None = Field(
+        None, min_length=1, max_length=255,
+        description="Catalog id (default: the hub id; required for a local folder).",
+    )
+    source: StrictStr = Field(
+        min_length=1, max_length=1024, description="Local diffusers folder or hub id org/name."
+    )
+    kind: Literal["pixel", "latent", "text2img"]
+    noise_schedule: dict[str, Any] | None = Field(
+        None, alias="schedule",
+        description="NoiseSchedule config override, e.g. {'name': 'discrete_vp', "
+        "'beta_start': 0.00085, 'beta_end': 0.012, 'beta_schedule': 'scaled_linear'}.",
+    )
+    prediction_type: Literal["eps", "x0", "v"] | None = None
+    options: dict[str, Any] = Field(default_factory=dict, description="Loader options.")
+    description: StrictStr | None = Field(None, max_length=2000)
+
+
+class Links(BaseModel):
+    """Related URLs (absent when not available yet)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class JobOut(BaseModel):
+    """A job as returned by ``GET /jobs/{id}``."""
+
+    id: str
+    kind: str
+    model: str
+    solver: str
+    order: int
+    nfe: int
+    options: dict[str, Any]
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    stage: str | None
+    progress: float = Field(description="Overall fraction done, 0..1.")
+    loss: float | None = Field(description="Current training/validation loss, if any.")
+    error: str | None
+    cancel_requested: bool
+    attempts: int
+    worker: str | None
+    created_at: datetime
+    updated_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    schedule_id: int | None = None
+    links: dict[str, str]
+
+
+class JobPage(BaseModel):
+    """A page of jobs (newest first)."""
+
+    items: list[JobOut]
+    total: int
+    limit: int
+    offset: int
+    next: str | None
+    prev: str | None
+
+
+class ScheduleOut(BaseModel):
+    """A schedule in the native format. ``timesteps``: nfe+1 decreasing solver times t;
+    ``model_timesteps``: decoupled network times (None if not decoupled / interpolated);
+    ``sigmas``: k-diffusion sigmas sigma_t/alpha_t of ``timesteps``; ``score``: lower is better
+    (metric + extractor name); ``interpolated``: true when derived from ``source_nfe``."""
+
+    model: str
+    solver: str
+    order: int
+    nfe: int
+    kind: str | None
+    format: str = "native"
+    timesteps: list[float]
+    model_timesteps: list[float] | None
+    sigmas: list[float]
+    score: float | None
+    metric: str | None
+    extractor: str | None
+    noise_schedule: str | None
+    job_id: str | None
+    schedule_id: int | None
+    created_at: datetime | None
+    interpolated: bool
+    source_nfe: int | None = None
+    source_schedule_id: int | None = None
+    links: dict[str, str]
+
+
+class SchedulePage(BaseModel):
+    """A page of published schedules (newest first)."""
+
+    items: list[ScheduleOut]
+    total: int
+    limit: int
+    offset: int
+    next: str | None
+    prev: str | None
+
+
+class ModelOut(BaseModel):
+    """A catalog entry."""
+
+    id: str
+    source: str
+    kind: str
+    builtin: bool
+    noise_schedule: dict[str, Any] | None
+    prediction_type: str | None
+    options: dict[str, Any]
+    description: str | None
+    created_at: datetime | None
+
+
+class ModelPage(BaseModel):
+    """The model catalog (built-ins first)."""
+
+    items: list[ModelOut]
+    total: int
+    limit: int
+    offset: int
+    next: str | None
+    prev: str | None

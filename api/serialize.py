@@ -1,0 +1,104 @@
+"""ORM rows -> JSON-ready dicts, and the URLs the API links to."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from registry.orm import (
+    ARTIFACT_FD_PLOT_PNG,
+    ARTIFACT_GRID_PNG,
+    ARTIFACT_REPORT_JSON,
+    Job,
+    Schedule,
+    utc,
+)
+
+
+def schedule_key_url(model: str, solver: str, nfe: int, order: int) -> str:
+    """``/schedules/{model}/{solver}/{nfe}?order=N`` with the model id's ``/`` and ``:`` kept."""
+    return (
+        f"/schedules/{quote(model, safe='/:@')}/{quote(solver, safe='+')}/{int(nfe)}"
+        f"?order={int(order)}"
+    )
+
+
+def schedule_id_url(schedule_id: int) -> str:
+    """Immutable URL of one published schedule."""
+    return f"/schedules/id/{int(schedule_id)}"
+
+
+def job_url(job_id: str) -> str:
+    """URL of a job."""
+    return f"/jobs/{job_id}"
+
+
+def job_out(job: Job, schedule: Schedule | None, artifact_kinds: set[str]) -> dict[str, Any]:
+    """A job as the API returns it (see ``api.schemas.JobOut``)."""
+    links = {"self": job_url(job.id)}
+    if job.state in ("queued", "running"):
+        links["cancel"] = f"{job_url(job.id)}/cancel"
+    if schedule is not None:
+        links["result"] = schedule_id_url(schedule.id)
+        links["schedule"] = schedule_key_url(job.model_id, job.solver, job.nfe, job.order)
+    if ARTIFACT_REPORT_JSON in artifact_kinds:
+        links["report"] = f"{job_url(job.id)}/report"
+    if ARTIFACT_GRID_PNG in artifact_kinds:
+        links["report_grid"] = f"{job_url(job.id)}/report/grid.png"
+    if ARTIFACT_FD_PLOT_PNG in artifact_kinds:
+        links["report_fd_vs_nfe"] = f"{job_url(job.id)}/report/fd_vs_nfe.png"
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "model": job.model_id,
+        "solver": job.solver,
+        "order": job.order,
+        "nfe": job.nfe,
+        "options": job.options or {},
+        "state": job.state,
+        "stage": job.stage,
+        "progress": float(job.progress or 0.0),
+        "loss": job.loss,
+        "error": job.error,
+        "cancel_requested": bool(job.cancel_requested),
+        "attempts": int(job.attempts or 0),
+        "worker": job.worker,
+        "created_at": utc(job.created_at),
+        "updated_at": utc(job.updated_at),
+        "started_at": utc(job.started_at),
+        "finished_at": utc(job.finished_at),
+        "heartbeat_at": utc(job.heartbeat_at),
+        "schedule_id": schedule.id if schedule is not None else None,
+        "links": links,
+    }
+
+
+def schedule_out(row: Schedule) -> dict[str, Any]:
+    """A published schedule in the native format (see ``api.schemas.ScheduleOut``)."""
+    links = {
+        "self": schedule_key_url(row.model_id, row.solver, row.nfe, row.order),
+        "canonical": schedule_id_url(row.id),
+        "job": job_url(row.job_id),
+    }
+    return {
+        "model": row.model_id,
+        "solver": row.solver,
+        "order": row.order,
+        "nfe": row.nfe,
+        "kind": row.kind,
+        "format": "native",
+        "timesteps": list(row.timesteps),
+        "model_timesteps": None if row.model_timesteps is None else list(row.model_timesteps),
+        "sigmas": list(row.sigmas),
+        "score": row.score,
+        "metric": row.metric,
+        "extractor": row.extractor,
+        "noise_schedule": (row.noise_schedule or {}).get("name"),
+        "job_id": row.job_id,
+        "schedule_id": row.id,
+        "created_at": utc(row.created_at),
+        "interpolated": False,
+        "source_nfe": None,
+        "source_schedule_id": None,
+        "links": links,
+    }

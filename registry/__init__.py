@@ -1,0 +1,126 @@
+"""The registry: settings, database access and repository functions shared by api/ and worker/.
+
+Knows nothing of HTTP or Celery. Typical worker use::
+
+    from registry import db, claim_job, update_progress, publish_result, mark_failed
+    with db.session_scope(settings) as s:
+        job = claim_job(s, job_id, worker="host-1")
+
+See ``docs/api.md`` ("Repository functions") for the full list.
+"""
+
+from registry import db
+from registry.artifacts import (
+    add_artifact,
+    find_artifact,
+    get_artifact,
+    list_artifacts,
+    resolve_path,
+)
+from registry.catalog import (
+    BUILTIN_FALLBACK,
+    ModelInfo,
+    builtin_ids,
+    get_model,
+    list_models,
+    model_exists,
+    register_model,
+)
+from registry.errors import CatalogError, IdempotencyConflict, JobStateError, NotFound
+from registry.jobs import (
+    claim_job,
+    count_jobs,
+    create_job,
+    delete_job,
+    ensure_job,
+    get_job,
+    heartbeat,
+    is_cancel_requested,
+    list_jobs,
+    mark_cancelled,
+    mark_failed,
+    mark_running,
+    request_cancel,
+    stale_jobs,
+    update_progress,
+)
+from registry.orm import (
+    ARTIFACT_CHECKPOINT,
+    ARTIFACT_FD_PLOT_PNG,
+    ARTIFACT_GRID_PNG,
+    ARTIFACT_REPORT_JSON,
+    ARTIFACT_TEACHER,
+    JOB_KINDS,
+    JOB_STATES,
+    Artifact,
+    CatalogModel,
+    Job,
+    Schedule,
+)
+from registry.schedules import (
+    best_schedule,
+    best_schedules_by_nfe,
+    count_schedules,
+    get_schedule,
+    get_schedule_for_job,
+    list_schedules,
+    nearest_schedule,
+    publish_result,
+)
+from registry.settings import Settings, get_settings
+
+__all__ = [
+    "ARTIFACT_CHECKPOINT",
+    "ARTIFACT_FD_PLOT_PNG",
+    "ARTIFACT_GRID_PNG",
+    "ARTIFACT_REPORT_JSON",
+    "ARTIFACT_TEACHER",
+    "BUILTIN_FALLBACK",
+    "JOB_KINDS",
+    "JOB_STATES",
+    "Artifact",
+    "CatalogError",
+    "CatalogModel",
+    "IdempotencyConflict",
+    "Job",
+    "JobStateError",
+    "ModelInfo",
+    "NotFound",
+    "Schedule",
+    "Settings",
+    "add_artifact",
+    "best_schedule",
+    "best_schedules_by_nfe",
+    "builtin_ids",
+    "claim_job",
+    "count_jobs",
+    "count_schedules",
+    "create_job",
+    "db",
+    "delete_job",
+    "ensure_job",
+    "find_artifact",
+    "get_artifact",
+    "get_job",
+    "get_model",
+    "get_schedule",
+    "get_schedule_for_job",
+    "get_settings",
+    "heartbeat",
+    "is_cancel_requested",
+    "list_artifacts",
+    "list_jobs",
+    "list_models",
+    "list_schedules",
+    "mark_cancelled",
+    "mark_failed",
+    "mark_running",
+    "model_exists",
+    "nearest_schedule",
+    "publish_result",
+    "register_model",
+    "request_cancel",
+    "resolve_path",
+    "stale_jobs",
+    "update_progress",
+]

@@ -1,0 +1,227 @@
+"""Model catalog: the built-in ``builtin:*`` models (always present, never stored) plus
+registered diffusers models (local folder or hub id) stored in the ``models`` table.
+
+:class:`ModelInfo` is what callers get for both; a worker loads a model with
+``ld3_core.models.load(info.source, **info.options)``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from registry.errors import CatalogError
+from registry.orm import MODEL_KINDS, PREDICTION_TYPES, CatalogModel, utc, utcnow
+
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_FALLBACK = ("builtin:gmm-digits", "builtin:gmm-digits-cond", "builtin:unet-digits")
+MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]*(/[A-Za-z0-9._:@+-]+)*$")
+HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+MAX_ID_LEN = 255
+
+_builtin_cache: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One catalog entry (built-in or registered).
+
+    ``source`` is what ``ld3_core.models.load`` takes (the id itself for built-ins),
+    ``kind`` pixel|latent|text2img, ``noise_schedule`` a ``NoiseSchedule.config()`` override
+    or None, ``prediction_type`` eps|x0|v or None (from the model), ``options`` loader options.
+    """
+
+    id: str
+    source: str
+    kind: str
+    builtin: bool
+    noise_schedule: dict[str, Any] | None = None
+    prediction_type: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    description: str | None = None
+    created_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (``created_at`` as ISO-8601 or None)."""
+        return {
+            "id": self.id,
+            "source": self.source,
+            "kind": self.kind,
+            "builtin": self.builtin,
+            "noise_schedule": self.noise_schedule,
+            "prediction_type": self.prediction_type,
+            "options": dict(self.options),
+            "description": self.description,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+        }
+
+
+def builtin_ids() -> list[str]:
+    """Built-in model ids, from ``ld3_core.models.builtin_ids()`` (falls back to the three
+    known names while that module is not importable)."""
+    global _builtin_cache
+    if _builtin_cache is not None:
+        return list(_builtin_cache)
+    try:
+        from ld3_core.models import builtin_ids as core_builtin_ids
+
+        ids = list(core_builtin_ids())
+    except ImportError:
+        return list(BUILTIN_FALLBACK)
+    _builtin_cache = ids
+    return list(ids)
+
+
+def _builtin_info(model_id: str) -> ModelInfo:
+    return ModelInfo(
+        id=model_id,
+        source=model_id,
+        kind="pixel",
+        builtin=True,
+        description="built-in model shipped with ld3_core",
+    )
+
+
+def _info(row: CatalogModel) -> ModelInfo:
+    return ModelInfo(
+        id=row.id,
+        source=row.source,
+        kind=row.kind,
+        builtin=False,
+        noise_schedule=row.noise_schedule,
+        prediction_type=row.prediction_type,
+        options=dict(row.options or {}),
+        description=row.description,
+        created_at=utc(row.created_at),
+    )
+
+
+def get_model(session: Session, model_id: str) -> ModelInfo | None:
+    """Catalog entry for ``model_id`` (built-in or registered), or None."""
+    if model_id.startswith(BUILTIN_PREFIX):
+        return _builtin_info(model_id) if model_id in builtin_ids() else None
+    row = session.get(CatalogModel, model_id)
+    return None if row is None else _info(row)
+
+
+def model_exists(session: Session, model_id: str) -> bool:
+    """True when ``model_id`` is a built-in or registered model."""
+    return get_model(session, model_id) is not None
+
+
+def list_models(session: Session) -> list[ModelInfo]:
+    """Every catalog entry: built-ins first (sorted), then registered models by id."""
+    rows = session.scalars(select(CatalogModel).order_by(CatalogModel.id)).all()
+    return [_builtin_info(m) for m in builtin_ids()] + [_info(r) for r in rows]
+
+
+def classify_source(source: str) -> str:
+    """``"local"`` for a filesystem path (absolute, ``./``, ``~`` or existing), else ``"hub"``.
+
+    Raises :class:`CatalogError` when the string is neither an existing path nor an
+    ``org/name`` hub id, or names a local path that does not exist.
+    """
+    if not isinstance(source, str) or not source.strip():
+        raise CatalogError("source must be a non-empty string", field="source")
+    looks_local = source.startswith(("/", "./", "../", "~")) or os.path.isabs(source)
+    if looks_local or os.path.exists(source):
+        if not Path(source).expanduser().exists():
+            raise CatalogError(f"local model path {source!r} does not exist", field="source")
+        return "local"
+    if HUB_ID_RE.match(source):
+        return "hub"
+    raise CatalogError(
+        f"source {source!r} is neither an existing local path nor a hub id 'org/name'",
+        field="source",
+    )
+
+
+def validate_noise_schedule(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a ``NoiseSchedule.config()``-style dict by building it; returns it as a dict."""
+    if not isinstance(config, Mapping) or "name" not in config:
+        raise CatalogError("noise_schedule must be an object with a 'name'", field="schedule")
+    from ld3_core.schedules import from_config
+
+    try:
+        from_config(dict(config))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CatalogError(f"invalid noise schedule: {exc}", field="schedule") from exc
+    return dict(config)
+
+
+def register_model(
+    session: Session,
+    *,
+    source: str,
+    kind: str,
+    model_id: str | None = None,
+    noise_schedule: Mapping[str, Any] | None = None,
+    prediction_type: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    description: str | None = None,
+) -> ModelInfo:
+    """Validate and store a model and commit; returns its :class:`ModelInfo`.
+
+    ``source``: local diffusers folder (must exist; stored as an absolute path) or hub id
+    ``org/name`` (not fetched). ``model_id`` defaults to the hub id; a local folder needs an
+    explicit id. Ids match ``MODEL_ID_RE`` (letters, digits, ``._:@+-``, ``/`` between
+    segments) and may not start with ``builtin:``. Raises :class:`CatalogError` (``field`` says
+    which input; ``conflict=True`` when the id is taken); nothing is stored then.
+    """
+    if kind not in MODEL_KINDS:
+        raise CatalogError(f"kind must be one of {', '.join(MODEL_KINDS)}", field="kind")
+    if prediction_type is not None and prediction_type not in PREDICTION_TYPES:
+        raise CatalogError(
+            f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}",
+            field="prediction_type",
+        )
+    where = classify_source(source)
+    if model_id is None:
+        if where != "hub":
+            raise CatalogError("an id is required for a local model folder", field="id")
+        model_id = source
+    if len(model_id) > MAX_ID_LEN or not MODEL_ID_RE.match(model_id):
+        raise CatalogError(
+            "id must be letters, digits and ._:@+- in '/'-separated segments", field="id"
+        )
+    if model_id.startswith(BUILTIN_PREFIX):
+        raise CatalogError("ids starting with 'builtin:' are reserved", field="id")
+    sched = None if noise_schedule is None else validate_noise_schedule(noise_schedule)
+    stored_source = str(Path(source).expanduser().resolve()) if where == "local" else source
+    if session.get(CatalogModel, model_id) is not None:
+        raise CatalogError(f"model {model_id!r} is already registered", field="id", conflict=True)
+    row = CatalogModel(
+        id=model_id,
+        source=stored_source,
+        kind=kind,
+        noise_schedule=sched,
+        prediction_type=prediction_type,
+        options=dict(options or {}),
+        description=description,
+        created_at=utcnow(),
+    )
+    session.add(row)
+    try:
+        session.commit()
+    except IntegrityError as exc:
+        session.rollback()
+        raise CatalogError(
+            f"model {model_id!r} is already registered", field="id", conflict=True
+        ) from exc
+    return _info(row)
+
+
+def count_models(session: Session) -> int:
+    """Number of registered (stored) models."""
+    from sqlalchemy import func
+
+    return int(session.scalar(select(func.count()).select_from(CatalogModel)) or 0)

@@ -1,0 +1,29 @@
+"""Exceptions raised by the repository functions (all subclasses of ``ValueError``/``LookupError``
+so plain library callers can catch them; the API maps them to problem+json responses)."""
+
+from __future__ import annotations
+
+
+class RegistryError(Exception):
+    """Base class of registry errors."""
+
+
+class NotFound(RegistryError, LookupError):
+    """The job / model / schedule asked for does not exist."""
+
+
+class IdempotencyConflict(RegistryError, ValueError):
+    """An idempotency key was reused with a different request body (HTTP 422)."""
+
+
+class JobStateError(RegistryError, ValueError):
+    """The job is in a state that does not allow the operation (HTTP 409)."""
+
+
+class CatalogError(RegistryError, ValueError):
+    """A model registration is invalid (HTTP 422) or the id is taken (``conflict=True``, 409)."""
+
+    def __init__(self, message: str, *, field: str | None = None, conflict: bool = False):
+        super().__init__(message)
+        self.field = field
+        self.conflict = conflict

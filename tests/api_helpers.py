@@ -1,0 +1,229 @@
+"""Helpers of the service-api tests (registry, API, migrations): databases of our own on both
+backends, an in-memory dispatcher, and row counting.
+
+PostgreSQL databases are named ``ld3_test_api_<hex>`` on the shared server (127.0.0.1:5432)
+and dropped afterwards; nothing else on the server is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+PG_HOST = os.environ.get("LD3_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("LD3_TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("LD3_TEST_PG_USER", "postgres")
+BACKENDS = ("sqlite", "postgres")
+TABLES_IN_DELETE_ORDER = ("artifacts", "schedules", "jobs", "models")
+
+
+def _admin(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(
+        host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", autocommit=True,
+        connect_timeout=5,
+    ) as conn:
+        conn.execute(sql)
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@contextmanager
+def pg_database() -> Iterator[str]:
+    """Create ``ld3_test_api_<hex>``; yield its psycopg-3 SQLAlchemy URL; drop it afterwards.
+
+    Skips (fails under CI=true) when the PostgreSQL server is unreachable.
+    """
+    name = f"ld3_test_api_{uuid.uuid4().hex[:10]}"
+    try:
+        _admin(f'CREATE DATABASE "{name}"')
+    except Exception as exc:  # noqa: BLE001
+        _unavailable(f"PostgreSQL not reachable on {PG_HOST}:{PG_PORT}: {exc}")
+    try:
+        yield f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+    finally:
+        from registry.db import dispose_engines
+
+        dispose_engines()
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def backend_url(backend: str, folder: Path, migrate: bool = True) -> Iterator[str]:
+    """A database URL of ``backend`` ("sqlite" file in ``folder`` or a fresh PostgreSQL
+    database), migrated to head when ``migrate``."""
+    from registry import db
+    from registry.settings import Settings
+
+    if backend == "sqlite":
+        url = f"sqlite:///{(folder / f'api-{uuid.uuid4().hex[:8]}.db').as_posix()}"
+        if migrate:
+            db.init_db(Settings(database_url=url))
+        yield url
+        return
+    with pg_database() as url:
+        if migrate:
+            db.init_db(Settings(database_url=url))
+        yield url
+
+
+def settings_for(url: str, folder: Path, **overrides: Any):
+    """Settings for ``url`` with home/artifacts under ``folder``, no broker, no token, no
+    auto-migration (the database is migrated already)."""
+    from registry.settings import Settings
+
+    values: dict[str, Any] = {
+        "database_url": url,
+        "home": folder,
+        "artifacts_dir": folder / "artifacts",
+        "broker_url": None,
+        "api_token": None,
+        "auto_migrate": False,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def clear_tables(url: str) -> None:
+    """Delete every row of the registry tables (between tests sharing one database)."""
+    from registry.db import get_engine
+    from registry.settings import Settings
+
+    engine = get_engine(Settings(database_url=url))
+    with engine.begin() as conn:
+        for table in TABLES_IN_DELETE_ORDER:
+            conn.execute(text(f"DELETE FROM {table}"))
+
+
+def count_rows(url: str) -> dict[str, int]:
+    """Row count of each registry table: {"jobs": n, "schedules": n, ...}."""
+    from registry.db import get_engine
+    from registry.settings import Settings
+
+    engine = get_engine(Settings(database_url=url))
+    with engine.connect() as conn:
+        return {
+            t: int(conn.execute(text(f"SELECT COUNT(*) FROM {t}")).scalar_one())
+            for t in TABLES_IN_DELETE_ORDER
+        }
+
+
+class RecordingDispatcher:
+    """An in-memory dispatcher implementing the protocol of ``api.dispatch.Dispatcher``.
+
+    ``submitted``/``cancelled`` record job ids; ``broker_up=False`` makes ``submit`` raise
+    ``ConnectionError`` and ``ping`` return False; ``ping_raises`` makes ``ping`` raise.
+    """
+
+    def __init__(self) -> None:
+        self.submitted: list[str] = []
+        self.cancelled: list[str] = []
+        self.broker_up = True
+        self.ping_raises = False
+        self.closed = False
+
+    def submit(self, job_id: str) -> None:
+        """Record the id, or raise ConnectionError when the broker is "down"."""
+        if not self.broker_up:
+            raise ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
+        self.submitted.append(job_id)
+
+    def cancel(self, job_id: str) -> None:
+        """Record a cancel."""
+        self.cancelled.append(job_id)
+
+    def ping(self) -> bool:
+        """``broker_up``, or raise when ``ping_raises``."""
+        if self.ping_raises:
+            raise OSError("ping exploded")
+        return self.broker_up
+
+    def close(self) -> None:
+        """Record the shutdown."""
+        self.closed = True
+
+
+def vp_config() -> dict[str, Any]:
+    """``NoiseSchedule.config()`` of the default continuous VP-linear schedule."""
+    from ld3_core.schedules import VPLinear
+
+    return VPLinear().config()
+
+
+def logsnr_times(nfe: int, config: dict[str, Any] | None = None) -> list[float]:
+    """``nfe + 1`` decreasing solver times (uniform in lambda) for a schedule config."""
+    from ld3_core.heuristics import discretize
+    from ld3_core.schedules import from_config
+
+    sched = from_config(config or vp_config())
+    return discretize("logsnr", nfe, sched).tolist()
+
+
+def publish_fake_result(
+    url: str,
+    *,
+    model: str = "builtin:gmm-digits",
+    solver: str = "unipc",
+    order: int = 2,
+    nfe: int = 6,
+    score: float | None = 1.0,
+    kind: str = "trust_region",
+    noise_schedule: dict[str, Any] | None = None,
+    artifacts: dict[str, str] | None = None,
+    jitter: float = 0.0,
+    decoupled: bool = False,
+):
+    """Create + claim + publish one job through the registry (what a worker does); returns
+    the Schedule row. ``jitter`` moves the interior times a little (distinct schedules)."""
+    from registry import db
+    from registry.jobs import claim_job, create_job
+    from registry.schedules import publish_result
+    from registry.settings import Settings
+
+    cfg = noise_schedule or vp_config()
+    times = logsnr_times(nfe, cfg)
+    for i in range(1, nfe):
+        times[i] += jitter * (times[i - 1] - times[i]) * 0.1
+    model_times = [t * 0.999 for t in times] if decoupled else None
+    settings = Settings(database_url=url)
+    with db.session_scope(settings) as s:
+        job, _ = create_job(s, kind=kind, model_id=model, solver=solver, order=order, nfe=nfe)
+        claim_job(s, job.id, "test-worker")
+        return publish_result(
+            s, job.id, timesteps=times, model_timesteps=model_times, score=score, metric="fd",
+            extractor="digits", noise_schedule=cfg, artifacts=artifacts,
+        )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def assert_problem(response, status: int, slug: str | None = None) -> dict[str, Any]:
+    """The response is an RFC 9457 problem with ``status``; returns its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["status"] == status
+    assert {"type", "title", "status", "detail", "instance"} <= set(body)
+    assert body["instance"] == response.request.url.path
+    if slug is not None:
+        assert body["type"] == f"urn:ld3:problem:{slug}"
+    return body
