@@ -126,12 +126,12 @@ def solve(
     def denoise(x: Tensor, t: Tensor, mt: Tensor) -> Tensor:
         return model.denoise(x, t, model_t=mt, cond=cond)
 
-    needs_grad = torch.is_grad_enabled() and (
-        x_T.requires_grad or times.requires_grad or net_times.requires_grad
-    )
+    # Checkpoint whenever autograd records: gradients may also flow to the network's own
+    # parameters, which the inputs' requires_grad flags do not reveal.
+    rematerialize = checkpoint and torch.is_grad_enabled()
     x = x_T
     for i in range(stepper.n_steps):
-        if checkpoint and needs_grad:
+        if rematerialize:
             x0 = _checkpoint(denoise, x, times[i], net_times[i], use_reentrant=False)
         else:
             x0 = denoise(x, times[i], net_times[i])
