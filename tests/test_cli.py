@@ -1,0 +1,139 @@
+"""``ld3`` CLI: bad input -> one line on stderr and a non-zero exit; the console entry point."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from ld3_cli.main import main
+
+
+def run_cli(argv, capsys, monkeypatch=None, env=None):
+    if monkeypatch is not None:
+        for key, value in (env or {}).items():
+            if value is None:
+                monkeypatch.delenv(key, raising=False)
+            else:
+                monkeypatch.setenv(key, value)
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        ([], "COMMAND"),
+        (["frobnicate"], "invalid choice"),
+        (["submit", "ld3", "builtin:gmm-digits", "heun", "5"], "solver"),
+        (["submit", "ld3", "builtin:gmm-digits", "unipc", "0"], "must be >= 1"),
+        (["submit", "ld3", "builtin:gmm-digits", "unipc", "five"], "not an integer"),
+        (["submit", "ld3", "builtin:gmm-digits", "unipc", "5", "-o", "seed"], "key=value"),
+        (["submit", "nope", "builtin:gmm-digits", "unipc", "5"], "kind"),
+        (["get", "builtin:gmm-digits", "unipc", "5", "--format", "onnx"], "format"),
+        (["serve", "--port", "70000"], "TCP port"),
+        (["demo", "--kinds", "ld3,magic"], "--kinds"),
+        (["demo", "--model", "builtin:no-such-model"], "unknown built-in model"),
+        (["demo", "--solver", "euler", "--order", "3"], "orders 1..1"),
+        (["demo", "--report-nfes", "3,x"], "not an integer"),
+    ],
+)
+def test_bad_input_one_line_nonzero_exit(argv, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(argv, capsys)
+    assert code == 2, (code, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("ld3"), err
+    assert needle in lines[0]
+
+
+def test_serve_refuses_public_bind_without_token(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["serve", "--host", "0.0.0.0", "--port", "8"], capsys, monkeypatch,
+                           {"LD3_API_TOKEN": None})
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "LD3_API_TOKEN" in err and "127.0.0.1" in err
+
+
+def test_worker_needs_a_broker(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["worker"], capsys, monkeypatch, {"LD3_BROKER_URL": None})
+    assert code == 2 and "LD3_BROKER_URL" in err and len(err.strip().splitlines()) == 1
+
+
+def test_client_commands_report_an_unreachable_api(capsys, monkeypatch):
+    url = f"http://127.0.0.1:{_closed_port()}"
+    for argv in (["status", "abc", "--url", url],
+                 ["get", "builtin:gmm-digits", "unipc", "5", "--url", url],
+                 ["submit", "trust_region", "builtin:gmm-digits", "unipc", "5", "--url", url]):
+        code, _, err = run_cli(argv, capsys)
+        assert code == 1, (argv, err)
+        assert "cannot reach the API" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_url_and_options_json(capsys):
+    code, _, err = run_cli(["status", "abc", "--url", "ftp://x"], capsys)
+    assert code == 2 and "http://" in err
+    code, _, err = run_cli(["submit", "ld3", "m", "unipc", "3", "--options-json", "[1]"], capsys)
+    assert code == 2 and "JSON object" in err
+    code, _, err = run_cli(["submit", "ld3", "m", "unipc", "3", "--options-json", "{"], capsys)
+    assert code == 2 and "not valid JSON" in err
+
+
+def test_bad_setting_is_one_line(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["migrate"], capsys, monkeypatch, {"LD3_MAX_NFE": "lots"})
+    assert code == 2 and "LD3_MAX_NFE" in err and len(err.strip().splitlines()) == 1
+
+
+def test_migrate_reports_unreachable_database(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(
+        ["migrate"], capsys, monkeypatch,
+        {"LD3_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:{_closed_port()}/x",
+         "LD3_DB_CONNECT_TIMEOUT_S": "2"},
+    )
+    assert code == 1 and "cannot reach the database" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_migrate_creates_the_embedded_schema(capsys, monkeypatch, tmp_path):
+    import sqlalchemy as sa
+
+    db = tmp_path / "m.db"
+    code, _, err = run_cli(["migrate"], capsys, monkeypatch,
+                           {"LD3_DATABASE_URL": f"sqlite:///{db}"})
+    assert code == 0, err
+    engine = sa.create_engine(f"sqlite:///{db}")
+    try:
+        names = set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    assert {"jobs", "schedules", "models", "artifacts", "alembic_version"} <= names
+
+
+def test_module_entry_point_runs(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "ld3_cli", "submit", "ld3"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("ld3 submit: error:")
+    helped = subprocess.run([sys.executable, "-m", "ld3_cli", "--help"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert helped.returncode == 0
+    for command in ("demo", "serve", "worker", "submit", "status", "get", "migrate"):
+        assert command in helped.stdout

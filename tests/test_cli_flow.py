@@ -1,0 +1,106 @@
+"""``ld3 demo`` end to end (small settings) and the client commands against ``ld3 serve``
+(embedded mode: SQLite + in-process runner, a bearer token set)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import wait_http
+
+from ld3_cli.main import main
+
+MODEL = "builtin:gmm-digits"
+
+
+def _run(argv, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_demo_runs_both_jobs_and_writes_the_report(tmp_path, capsys):
+    workdir = tmp_path / "demo"
+    code, out, err = _run(
+        ["demo", "--workdir", str(workdir), "--model", MODEL, "--nfe", "3", "--n-train", "6",
+         "--n-val", "4", "--epochs", "1", "--teacher-nfe", "6", "--n-score-samples", "48",
+         "--report-nfes", "4", "--no-progress"],
+        capsys,
+    )
+    assert code == 0, out + err
+    for kind in ("ld3", "trust_region"):
+        assert re.search(rf"== {kind} job \S+: succeeded", out), out
+    for heuristic in ("uniform", "quadratic", "edm", "logsnr"):
+        assert re.search(rf"^\s+{heuristic}\s+\d+\.\d+", out, flags=re.M), out
+    assert out.count("<- learned") == 2
+    timesteps = re.findall(r"timesteps \(t\): \[([^\]]+)\]", out)
+    assert len(timesteps) == 2
+    for line in timesteps:
+        values = [float(v) for v in line.split(",")]
+        assert len(values) == 4 and values == sorted(values, reverse=True)
+    pngs = re.findall(r"(?:grid_png|fd_plot_png)\s+(\S+\.png)", out)
+    assert len(pngs) == 4, out
+    for png in pngs:
+        assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert Path(png).is_relative_to(workdir)
+    assert (workdir / "demo.db").is_file()
+    reports = [json.loads(Path(p).read_text()) for p in re.findall(r"report_json\s+(\S+)", out)]
+    assert sorted(r["nfes"] for r in reports) == [[3], [3, 4]]  # trust region: --report-nfes
+    for report in reports:
+        assert {"uniform", "quadratic", "edm", "logsnr"} <= set(report["results"]["3"])
+
+
+@pytest.fixture
+def embedded_server(tmp_path, start_process, free_port, service_env):
+    port = free_port()
+    env = service_env(f"sqlite:///{tmp_path / 'serve.db'}", LD3_API_TOKEN="s3cret")
+    proc = start_process([sys.executable, "-m", "ld3_cli", "serve", "--port", str(port)], env,
+                         name="serve")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/healthz", timeout=120)
+    except AssertionError:
+        raise AssertionError(proc.log()) from None
+    return url
+
+
+def test_submit_status_get_against_ld3_serve(embedded_server, capsys):
+    url = embedded_server
+    code, out, err = _run(["submit", "trust_region", MODEL, "unipc", "3", "--url", url], capsys)
+    assert code == 1 and "401" in err and len(err.strip().splitlines()) == 1
+
+    code, out, err = _run(
+        ["submit", "trust_region", MODEL, "unipc", "3", "--order", "2", "-o",
+         "n_score_samples=32", "-o", "teacher_nfe=6", "--wait", "--url", url,
+         "--token", "s3cret"],
+        capsys,
+    )
+    assert code == 0, err
+    job = json.loads(out)
+    assert job["state"] == "succeeded" and job["progress"] == pytest.approx(1.0)
+
+    code, out, err = _run(["status", job["id"], "--url", url], capsys)
+    assert code == 0 and json.loads(out)["id"] == job["id"]
+
+    code, out, err = _run(["get", MODEL, "unipc", "3", "--url", url], capsys)
+    native = json.loads(out)
+    assert code == 0 and native["job_id"] == job["id"] and len(native["timesteps"]) == 4
+    for fmt in ("diffusers", "k-diffusion", "comfyui"):
+        code, out, err = _run(["get", MODEL, "unipc", "3", "--format", fmt, "--url", url],
+                              capsys)
+        assert code == 0, err
+        assert json.loads(out)["format"] == fmt
+    code, out, err = _run(["get", MODEL, "unipc", "4", "--url", url], capsys)
+    assert code == 0 and json.loads(out)["interpolated"] is True, err
+
+    code, out, err = _run(["get", MODEL, "euler", "3", "--url", url], capsys)
+    assert code == 1 and "404" in err and len(err.strip().splitlines()) == 1
+    code, out, err = _run(["submit", "ld3", "builtin:nope", "unipc", "3", "--url", url,
+                           "--token", "s3cret"], capsys)
+    assert code == 1 and "422" in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,142 @@
+"""Validated job options (the ``options`` object of ``POST /jobs``).
+
+:func:`validate_options` is what the API calls before it stores a job (a ``ValueError`` there
+is a 422), and what the pipeline calls again before it runs one. Unknown keys are rejected.
+Every option has a default, so ``{}`` is a valid options object.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ld3_core.heuristics import HEURISTICS
+
+
+class JobOptions(BaseModel):
+    """Options of one job; the fields that only apply to one kind are ignored by the other.
+
+    Common:
+        seed: seed of every random draw of the job (teacher x_T, scoring noise).
+        n_score_samples: samples drawn per schedule to score it (FD), >= 2.
+        score_batch_size: samples per solver call while scoring.
+        extractor: feature extractor of the FD (``digits``, ``inception``, ``pixels``);
+            default: the model's own (``ld3_core.evaluation.default_extractor_for``).
+        reference: ``teacher`` (FD against samples of the teacher solver at ``teacher_nfe``,
+            drawn with another seed) or a path to a pytorch-fid ``.npz`` (mu, sigma).
+        guidance_scale: classifier-free guidance scale for conditional models.
+        prompts: text prompts (text-to-image models).
+        init: start point (a heuristic name; LD3 also takes ``trust_region``).
+        report_nfes: more NFEs (at most 8) at which the heuristics and the trust-region
+            schedule are scored for the report's FD-vs-NFE plot.
+    Trust region:
+        p: error-model exponent; default 2 for latent models, else 1.
+    LD3:
+        teacher_solver, teacher_order, teacher_nfe, teacher_discretization: the teacher;
+        n_train, n_val: teacher pairs for training / validation;
+        epochs, batch_size, lr: training; metric: ``l2`` or ``lpips``; decoupled: learn the
+        decoupled network times too.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    n_score_samples: int = Field(256, ge=2, le=50_000)
+    score_batch_size: int = Field(256, ge=1, le=4096)
+    extractor: str | None = Field(None, min_length=1, max_length=64)
+    reference: str = Field("teacher", min_length=1, max_length=1024)
+    guidance_scale: float | None = Field(None, ge=0.0, le=100.0)
+    prompts: list[str] | None = Field(None, min_length=1, max_length=1000)
+    init: str | None = None
+    report_nfes: list[int] = Field(default_factory=list, max_length=8)
+    p: float | None = Field(None, ge=0.0, le=10.0)
+
+    teacher_solver: Literal["euler", "dpm++", "unipc", "ipndm"] | None = None
+    teacher_order: int | None = Field(None, ge=1, le=4)
+    teacher_nfe: int | None = Field(None, ge=2, le=1000)
+    teacher_discretization: str | None = None
+    n_train: int = Field(100, ge=1, le=100_000)
+    n_val: int = Field(50, ge=1, le=100_000)
+    epochs: int | None = Field(None, ge=1, le=10_000)
+    batch_size: int | None = Field(None, ge=1, le=4096)
+    lr: float | None = Field(None, gt=0.0, le=10.0)
+    metric: Literal["l2", "lpips"] = "l2"
+    decoupled: bool = True
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompts_not_blank(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(len(p) > 2000 for p in value):
+            raise ValueError("each prompt must be at most 2000 characters")
+        return value
+
+    @field_validator("report_nfes")
+    @classmethod
+    def _nfes_in_range(cls, value: list[int]) -> list[int]:
+        if any(n < 1 or n > 1000 for n in value):
+            raise ValueError("each NFE must be in 1..1000")
+        return value
+
+    @field_validator("teacher_discretization")
+    @classmethod
+    def _known_discretization(cls, value: str | None) -> str | None:
+        if value is not None and value != "best" and value not in HEURISTICS:
+            raise ValueError(f"must be 'best' or one of {', '.join(HEURISTICS)}")
+        return value
+
+    @field_validator("init")
+    @classmethod
+    def _known_init(cls, value: str | None) -> str | None:
+        allowed = (*HEURISTICS, "best_heuristic", "trust_region")
+        if value is not None and value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return value
+
+    def loader_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``ld3_core.models.load`` (guidance scale, prompts)."""
+        out: dict[str, Any] = {}
+        if self.guidance_scale is not None:
+            out["guidance_scale"] = self.guidance_scale
+        if self.prompts is not None:
+            out["prompts"] = list(self.prompts)
+        return out
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ())) or "options"
+    msg = str(err.get("msg", "invalid value"))
+    if err.get("type") == "extra_forbidden":
+        return f"unknown option {where!r}; known: {', '.join(sorted(JobOptions.model_fields))}"
+    return f"option {where!r}: {msg}"
+
+
+def parse_options(options: Any) -> JobOptions:
+    """The :class:`JobOptions` of a job's ``options`` mapping (None = ``{}``).
+
+    Raises ``ValueError`` with a one-line message naming the first bad option.
+    """
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise ValueError("options must be a JSON object")
+    try:
+        return JobOptions.model_validate(options)
+    except ValidationError as exc:
+        raise ValueError(_first_error(exc)) from None
+
+
+def validate_options(kind: str, options: Any) -> dict[str, Any]:
+    """Validate ``options`` of a job of ``kind``; returns them as given (a plain dict).
+
+    ``kind`` is ``ld3`` or ``trust_region``. Raises ``ValueError`` (one line) on an unknown
+    kind, an unknown option or an out-of-range value; the API answers 422 then.
+    """
+    if kind not in ("ld3", "trust_region"):
+        raise ValueError(f"unknown job kind {kind!r}; known: ld3, trust_region")
+    opts = parse_options(options)
+    if kind == "trust_region" and opts.init in ("best_heuristic", "trust_region"):
+        raise ValueError(f"option 'init': a trust-region job starts from a heuristic, "
+                         f"not {opts.init!r}")
+    return dict(options or {})

@@ -1,0 +1,90 @@
+"""Where a job keeps its files under the artifacts folder, and small JSON checkpoint helpers.
+
+Layout (relative to ``Settings.artifacts_dir``; the relative path is what the registry stores,
+so API and worker containers may mount the folder at different places)::
+
+    jobs/<job id>/ckpt/            checkpoints (optimize result, scores, LD3 training state)
+    jobs/<job id>/ckpt/events.jsonl one line per attempt (start / resume / outcome)
+    jobs/<job id>/report/          report.json, grid.png, fd_vs_nfe.png
+    cache/teacher/<key>.pt         teacher pairs shared by jobs on the same model + teacher
+    cache/reference/<key>.pt       reference samples (FD) shared likewise
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+class JobPaths:
+    """Folders and files of one job under ``artifacts_dir``."""
+
+    def __init__(self, artifacts_dir: str | os.PathLike, job_id: str) -> None:
+        self.root = Path(artifacts_dir)
+        self.job_rel = Path("jobs") / str(job_id)
+        self.job_dir = self.root / self.job_rel
+        self.ckpt_dir = self.job_dir / "ckpt"
+        self.report_dir = self.job_dir / "report"
+
+    def rel(self, path: str | os.PathLike) -> str:
+        """``path`` relative to the artifacts folder (POSIX form) when it lies inside it."""
+        p = Path(path)
+        try:
+            return p.resolve().relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            return str(p)
+
+    def cache_file(self, kind: str, key: str, suffix: str = ".pt") -> Path:
+        """``cache/<kind>/<key><suffix>`` under the artifacts folder."""
+        return self.root / "cache" / kind / f"{key}{suffix}"
+
+    def log_event(self, event: str, **fields: Any) -> None:
+        """Append one JSON line to ``ckpt/events.jsonl`` (attempt history of the job)."""
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"time": time.time(), "event": event, **fields}, default=str)
+        with open(self.ckpt_dir / "events.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
+    def events(self) -> list[dict[str, Any]]:
+        """The events logged so far (empty when none)."""
+        path = self.ckpt_dir / "events.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def cache_key(**parts: Any) -> str:
+    """A short stable hex key of keyword parts (canonical JSON, SHA-256, 24 hex digits)."""
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Write ``data`` as JSON atomically (temporary file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path: str | os.PathLike) -> Any | None:
+    """The JSON content of ``path``, or None when it does not exist or is unreadable."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
