@@ -51,7 +51,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     if args.order > max_order(args.solver):
         raise CLIError(f"solver {args.solver} supports orders 1..{max_order(args.solver)}", 2)
-    from worker.options import validate_options
+    from registry.job_options import validate_options
 
     try:
         for kind in kinds:

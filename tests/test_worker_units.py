@@ -11,7 +11,7 @@ import pytest
 
 from registry import create_job, get_job, get_schedule_for_job, request_cancel
 from registry.db import get_sessionmaker, init_db
-from worker.options import parse_options, validate_options
+from registry.job_options import parse_options, validate_options
 
 
 @pytest.fixture

@@ -36,9 +36,9 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from registry import jobs as job_repo
+from registry.job_options import JobOptions, parse_options, validate_options
 from registry.settings import Settings, get_settings
 from worker.config import WorkerSettings, get_worker_settings
-from worker.options import JobOptions, parse_options, validate_options
 from worker.paths import JobPaths, cache_key, read_json, write_json
 from worker.progress import Cancelled, Heartbeat, JobProgress
 

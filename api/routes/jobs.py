@@ -20,6 +20,7 @@ from api.serialize import job_out, job_url
 from api.validation import check_solver_order, field_error, raise_if
 from registry.artifacts import get_artifact, resolve_path
 from registry.catalog import get_model
+from registry.job_options import validate_options
 from registry.jobs import create_job, delete_job, get_job, list_jobs, request_cancel
 from registry.orm import (
     ARTIFACT_FD_PLOT_PNG,
@@ -85,6 +86,10 @@ def submit_job(
         errors.append(field_error(
             "#/model", f"unknown model {body.model!r}; see GET /models or register it first"
         ))
+    try:
+        validate_options(body.kind, body.options)
+    except ValueError as exc:
+        errors.append(field_error("#/options", str(exc)))
     raise_if(errors)
     job, created = create_job(
         session,
