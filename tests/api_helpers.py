@@ -79,6 +79,24 @@ def backend_url(backend: str, folder: Path, migrate: bool = True) -> Iterator[st
         yield url
 
 
+def database_fixtures(folder_prefix: str) -> tuple[Any, Any]:
+    """Fixtures ``(module_url, url)``: a migrated database of each backend shared by a test
+    module, emptied before each test. Use: ``module_url, url = database_fixtures("x")``.
+    """
+
+    @pytest.fixture(scope="module", params=BACKENDS)
+    def module_url(request, tmp_path_factory) -> Iterator[str]:
+        with backend_url(request.param, tmp_path_factory.mktemp(folder_prefix)) as db_url:
+            yield db_url
+
+    @pytest.fixture
+    def url(module_url: str) -> str:
+        clear_tables(module_url)
+        return module_url
+
+    return module_url, url
+
+
 def settings_for(url: str, folder: Path, **overrides: Any):
     """Settings for ``url`` with home/artifacts under ``folder``, no broker, no token, no
     auto-migration (the database is migrated already)."""

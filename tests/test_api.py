@@ -14,12 +14,10 @@ from typing import Any
 
 import pytest
 from api_helpers import (
-    BACKENDS,
     RecordingDispatcher,
     assert_problem,
-    backend_url,
-    clear_tables,
     count_rows,
+    database_fixtures,
     free_port,
     publish_fake_result,
     settings_for,
@@ -38,18 +36,7 @@ JOB = {"kind": "ld3", "model": "builtin:gmm-digits", "solver": "unipc", "order":
 TOKEN = "s3cret-token"
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def module_url(request, tmp_path_factory) -> Iterator[str]:
-    """A migrated database of each backend, shared by this module's tests."""
-    with backend_url(request.param, tmp_path_factory.mktemp("api")) as url:
-        yield url
-
-
-@pytest.fixture
-def url(module_url: str) -> str:
-    """The module database, emptied before the test."""
-    clear_tables(module_url)
-    return module_url
+module_url, url = database_fixtures("api")
 
 
 @pytest.fixture

@@ -5,17 +5,14 @@ the per-job report files."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from api_helpers import (
-    BACKENDS,
     RecordingDispatcher,
     assert_problem,
-    backend_url,
-    clear_tables,
+    database_fixtures,
     logsnr_times,
     publish_fake_result,
     settings_for,
@@ -36,18 +33,7 @@ KEY = "/schedules/builtin:gmm-digits/unipc"
 F64 = torch.float64
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def module_url(request, tmp_path_factory) -> Iterator[str]:
-    """A migrated database of each backend, shared by this module's tests."""
-    with backend_url(request.param, tmp_path_factory.mktemp("sched")) as url:
-        yield url
-
-
-@pytest.fixture
-def url(module_url: str) -> str:
-    """The module database, emptied before the test."""
-    clear_tables(module_url)
-    return module_url
+module_url, url = database_fixtures("sched")
 
 
 @pytest.fixture

@@ -4,16 +4,13 @@ idempotent creation and publication, best-schedule choice, artifacts, model cata
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from api_helpers import (
-    BACKENDS,
-    backend_url,
-    clear_tables,
     count_rows,
+    database_fixtures,
     logsnr_times,
     publish_fake_result,
     vp_config,
@@ -27,19 +24,7 @@ from registry.artifacts import add_artifact, find_artifact, get_artifact, list_a
 from registry.errors import CatalogError, IdempotencyConflict, JobStateError, NotFound
 from registry.settings import Settings
 
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def module_url(request, tmp_path_factory) -> Iterator[str]:
-    """A migrated database of each backend, shared by this module's tests."""
-    with backend_url(request.param, tmp_path_factory.mktemp("registry")) as url:
-        yield url
-
-
-@pytest.fixture
-def url(module_url: str) -> str:
-    """The module database, emptied before the test."""
-    clear_tables(module_url)
-    return module_url
+module_url, url = database_fixtures("registry")
 
 
 @pytest.fixture
