@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ld3_core.evaluation.grid import save_figure
 from ld3_core.heuristics import HEURISTICS, all_heuristics
 
 REPORT_JSON = "report.json"
@@ -264,12 +265,7 @@ def plot_fd_vs_nfe(
     ax.grid(True, alpha=0.3)
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _grid(

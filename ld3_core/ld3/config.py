@@ -7,6 +7,7 @@ from typing import Any
 
 from ld3_core.ld3.parameterization import check_space
 
+RESTORE_MODES = ("off", "params", "params+state")
 PIXEL = {"lr_xi": 5e-3, "lr_xi_c_times_nfe": 0.1}
 LATENT = {"lr_xi": 1e-3, "lr_xi_c_times_nfe": 1e-3}
 
@@ -52,6 +53,7 @@ class LD3Config:
     min_lr_xi_c: float = 1e-6
     gamma: float = 1e-3
     hard: bool = False
+    restore_best: str = "off"
     space: str = "time"
     val_every: int = 1
     checkpoint_every: int = 1
@@ -114,5 +116,7 @@ def validate_config(cfg: LD3Config) -> None:
     if cfg.epochs_phase1 + cfg.epochs_phase2 < 1:
         raise ValueError("need at least one training epoch")
     check_space(cfg.space)
+    if cfg.restore_best not in RESTORE_MODES:
+        raise ValueError(f"restore_best must be one of {RESTORE_MODES}, got {cfg.restore_best!r}")
     if cfg.lpips_net not in ("alex", "vgg"):
         raise ValueError(f"lpips_net must be 'alex' or 'vgg', got {cfg.lpips_net!r}")

@@ -288,6 +288,8 @@ class Trainer:
                 (self.opt_xi_c, self.cfg.min_lr_xi_c, self.phase() == 2 and self.decoupled),
             ],
         )
+        if decayed and self.cfg.restore_best != "off" and self.best["xi"] is not None:
+            self.restore_best(reset_state=self.cfg.restore_best == "params+state")
         self.history.append(
             {
                 "kind": kind,
@@ -303,6 +305,16 @@ class Trainer:
             }
         )
         return v
+
+    def restore_best(self, reset_state: bool) -> None:
+        """Move xi / xi^c back to the best-validation values (after a plateau decay); with
+        ``reset_state`` also clear the optimizers' running averages and momenta."""
+        with torch.no_grad():
+            self.xi.copy_(self.best["xi"])
+            self.xi_c.copy_(self.best["xi_c"])
+        if reset_state:
+            self.opt_xi.state.clear()
+            self.opt_xi_c.state.clear()
 
     @property
     def finished(self) -> bool:
