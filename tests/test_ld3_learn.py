@@ -198,3 +198,30 @@ def test_learned_schedule_beats_best_heuristic_on_gmm_digits_held_out():
     heuristic = {h: err(discretize(h, 4, model.schedule)) for h in HEURISTICS}
     learned = err(res.timesteps, res.model_timesteps)
     assert learned < 0.9 * min(heuristic.values()), (learned, heuristic)
+
+
+@pytest.mark.parametrize("mode", ["params+state", "params", "off"])
+def test_plateau_restores_best_parameters(mode):
+    from ld3_core.ld3 import make_config
+    from ld3_core.ld3.distances import l2_distance
+    from ld3_core.ld3.parameterization import xi_from_timesteps
+    from ld3_core.ld3.trainer import Trainer
+
+    model = mixture_model()
+    data = generate(model, 8, TEACHER, seed=0)
+    cfg = make_config(4, False, n_train=4, n_val=4, patience=1, lr_xi=0.5,
+                      restore_best=mode)
+    tr = Trainer(model, "unipc", 2, 4, data.subset(slice(0, 4)), data.subset(slice(4, 8)),
+                 l2_distance, cfg, True, 0, torch.device("cpu"))
+    tr.init_params(xi_from_timesteps(discretize("logsnr", 4, model.schedule), model.schedule))
+    tr.validate("init", None)
+    restored = 0
+    while not tr.finished:
+        tr.run_iteration()
+        last = tr.history[-1]
+        if last["decayed"]:
+            at_best = torch.equal(tr.xi.detach(), tr.best["xi"])
+            assert at_best == (mode != "off")
+            assert (len(tr.opt_xi.state) == 0) == (mode == "params+state")
+            restored += 1
+    assert restored > 0  # the large learning rate really produced plateaus

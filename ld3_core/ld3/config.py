@@ -24,7 +24,10 @@ class LD3Config:
     of the prior std); ``clip`` 1.0 on the gradient norms of xi and xi^c (0: no clipping).
     Plateau decay: when the validation loss has not improved for ``patience`` (5) consecutive
     validations, multiply the learning rates of xi (and of xi^c in phase 2) by ``decay`` (0.8),
-    not below ``min_lr_xi`` (5e-5) / ``min_lr_xi_c`` (1e-6).
+    not below ``min_lr_xi`` (5e-5) / ``min_lr_xi_c`` (1e-6). ``restore_best``: what a decay
+    also does: ``"params+state"`` (default) moves xi / xi^c back to the best-validation values
+    and clears the optimizers' running averages, ``"params"`` only moves them back (the LD3
+    authors' public code), ``"off"`` keeps going from where they are (the paper's text).
     Soft teacher forcing: ball radius ``r = gamma d / NFE^2`` (``gamma`` 0.001) in units of the
     prior std; ``hard=True`` sets r = 0 (x'_T = x_T, plain distillation loss).
     ``space``: ``"time"`` (paper Eq.) or ``"lambda"`` (see ``parameterization``).
@@ -53,7 +56,7 @@ class LD3Config:
     min_lr_xi_c: float = 1e-6
     gamma: float = 1e-3
     hard: bool = False
-    restore_best: str = "off"
+    restore_best: str = "params+state"
     space: str = "time"
     val_every: int = 1
     checkpoint_every: int = 1
@@ -117,6 +120,8 @@ def validate_config(cfg: LD3Config) -> None:
         raise ValueError("need at least one training epoch")
     check_space(cfg.space)
     if cfg.restore_best not in RESTORE_MODES:
-        raise ValueError(f"restore_best must be one of {RESTORE_MODES}, got {cfg.restore_best!r}")
+        raise ValueError(
+            f"restore_best must be one of {RESTORE_MODES}, got {cfg.restore_best!r}"
+        )
     if cfg.lpips_net not in ("alex", "vgg"):
         raise ValueError(f"lpips_net must be 'alex' or 'vgg', got {cfg.lpips_net!r}")
