@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ld3_core.atomic_io import atomic_torch_save, atomic_write_text
 from ld3_core.heuristics import HEURISTICS, discretize
 from ld3_core.models.wrapper import DiffusionModel
 
@@ -190,38 +190,6 @@ class TeacherData:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def atomic_torch_save(obj: Any, path: Path, fsync: bool = True) -> None:
-    """torch.save to a temporary file in path's folder (fsync'ed if ``fsync``), then rename
-    it over ``path``: readers see the old or the new file, never a partial one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    """Write text to ``path`` via a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def select_cond(
     cond: dict[str, Any] | None, index: Tensor | slice, n: int
 ) -> dict[str, Any] | None:

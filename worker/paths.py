@@ -15,10 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from ld3_core.atomic_io import atomic_write_text
 
 
 class JobPaths:
@@ -66,19 +67,9 @@ def cache_key(**parts: Any) -> str:
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """Write ``data`` as JSON atomically (temporary file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True, default=str)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(
+        json.dumps(data, indent=2, sort_keys=True, default=str), Path(path), fsync=True
+    )
 
 
 def read_json(path: str | os.PathLike) -> Any | None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ld3_core.teacher import atomic_torch_save, atomic_write_text
+from ld3_core.atomic_io import atomic_torch_save, atomic_write_text
 
 STATE_FILE = "state.pt"
 TEACHER_FILE = "teacher.pt"
