@@ -468,7 +468,7 @@ def load_diffusers(path_or_hub_id: str, **options: Any) -> DiffusionModel:
         guidance_scale=guidance, uncond=uncond, sample_shape=shape,
         cond_sampler=cond_sampler, decode=decode, network_dtype=dtype,
         name=str(options.get("name") or path_or_hub_id), latent=kind != "pixel",
-        teacher_defaults=teacher_defaults,
+        teacher_defaults=teacher_defaults, modules=(unet,),
     )
     model.diffusers_info = {  # type: ignore[attr-defined]
         "kind": kind, "folder": str(folder), "scheduler_config": dict(sched_cfg),

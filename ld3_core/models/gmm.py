@@ -243,7 +243,7 @@ def gmm_model(
     The returned model has ``analytic = True`` and ``mixture`` attributes.
     """
     mixture = mixture.to(device)
-    fn = GMMDenoiser(mixture, schedule)
+    fn = GMMDenoiser(mixture, schedule).eval()
     kw: dict[str, Any] = {}
     if conditional:
         if mixture.num_classes < 1:

@@ -12,7 +12,7 @@ state ``x`` lives at ``t``; only the network's time input is shifted).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -80,6 +80,10 @@ class DiffusionModel:
         latent: True for latent-space models (trust-region p = 2, LD3 latent learning rates).
         teacher_defaults: per-model overrides of the teacher configuration.
         device: where the network's parameters live; samples are drawn there.
+        modules: the torch modules ``fn`` runs (default: ``fn`` itself when it is an
+            ``nn.Module``, else unknown). ``solve(checkpoint=True)`` uses them to find the
+            trainable parameters; with unknown modules it falls back to
+            ``torch.utils.checkpoint``. Pass ``()`` for a network without parameters.
     """
 
     def __init__(
@@ -99,6 +103,7 @@ class DiffusionModel:
         latent: bool = False,
         teacher_defaults: dict[str, Any] | None = None,
         device: torch.device | str = "cpu",
+        modules: Sequence[torch.nn.Module] | None = None,
     ) -> None:
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
@@ -116,6 +121,13 @@ class DiffusionModel:
         self.latent = latent
         self.teacher_defaults = dict(teacher_defaults or {})
         self.device = torch.device(device)
+        if modules is None and isinstance(fn, torch.nn.Module):
+            modules = (fn,)
+        self._modules = tuple(modules) if modules is not None else None
+
+    def modules(self) -> tuple[torch.nn.Module, ...] | None:
+        """The torch modules the network runs (see ``modules`` above), or None if unknown."""
+        return self._modules
 
     # -- network call -------------------------------------------------------------------------
     def network(self, x: Tensor, model_t: TensorLike, cond: Cond | None = None) -> Tensor:

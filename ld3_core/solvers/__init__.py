@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from ld3_core.models.wrapper import DiffusionModel
 from ld3_core.schedules import NoiseSchedule
@@ -32,6 +31,7 @@ from ld3_core.solvers.orders import (
     step_orders,
     variants,
 )
+from ld3_core.solvers.remat import rematerialized
 from ld3_core.solvers.unipc import UniPCStepper
 from ld3_core.solvers.validation import check_model_timesteps, check_state, check_timesteps
 
@@ -123,8 +123,8 @@ def solve(
     times = timesteps.to(dtype=x_T.dtype, device=x_T.device)
     net_times = times if model_timesteps is None else model_timesteps.to(x_T.dtype).to(x_T.device)
 
-    def denoise(x: Tensor, t: Tensor, mt: Tensor) -> Tensor:
-        return model.denoise(x, t, model_t=mt, cond=cond)
+    def denoise(x: Tensor, t: Tensor, mt: Tensor, c: dict[str, Any] | None) -> Tensor:
+        return model.denoise(x, t, model_t=mt, cond=c)
 
     # Checkpoint whenever autograd records: gradients may also flow to the network's own
     # parameters, which the inputs' requires_grad flags do not reveal.
@@ -132,8 +132,8 @@ def solve(
     x = x_T
     for i in range(stepper.n_steps):
         if rematerialize:
-            x0 = _checkpoint(denoise, x, times[i], net_times[i], use_reentrant=False)
+            x0 = rematerialized(model, denoise, x, times[i], net_times[i], cond)
         else:
-            x0 = denoise(x, times[i], net_times[i])
+            x0 = denoise(x, times[i], net_times[i], cond)
         x = stepper.step(i, x, x0)
     return x

@@ -28,9 +28,19 @@ class UniPCStepper(Stepper):
             raise ValueError(f"unipc variant must be 'bh1' or 'bh2', got {variant!r}")
         self.variant = variant
         self._last_x: Tensor | None = None
+        # step s's predictor and step s+1's corrector share these coefficients
+        self._coefficients: dict[tuple[int, int], tuple] = {}
 
     def _r_and_b(self, s: int, order: int) -> tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
         """For a step from t_s to t_{s+1}: (R, b, B_h, phi_1, rks) with rks = [r_1..r_{order-1}]."""
+        key = (s, order)
+        if key not in self._coefficients:
+            self._coefficients[key] = self._compute_r_and_b(s, order)
+        return self._coefficients[key]
+
+    def _compute_r_and_b(
+        self, s: int, order: int
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
         h = self.h(s)
         hh = -h
         phi1 = torch.expm1(hh)
