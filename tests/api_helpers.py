@@ -7,7 +7,6 @@ and dropped afterwards; nothing else on the server is touched.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,49 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pg_helpers import temporary_pg_database
 from sqlalchemy import text
 
-PG_HOST = os.environ.get("LD3_TEST_PG_HOST", "127.0.0.1")
-PG_PORT = int(os.environ.get("LD3_TEST_PG_PORT", "5432"))
-PG_USER = os.environ.get("LD3_TEST_PG_USER", "postgres")
 BACKENDS = ("sqlite", "postgres")
 TABLES_IN_DELETE_ORDER = ("artifacts", "schedules", "jobs", "models")
-
-
-def _admin(sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(
-        host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", autocommit=True,
-        connect_timeout=5,
-    ) as conn:
-        conn.execute(sql)
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-@contextmanager
-def pg_database() -> Iterator[str]:
-    """Create ``ld3_test_api_<hex>``; yield its psycopg-3 SQLAlchemy URL; drop it afterwards.
-
-    Skips (fails under CI=true) when the PostgreSQL server is unreachable.
-    """
-    name = f"ld3_test_api_{uuid.uuid4().hex[:10]}"
-    try:
-        _admin(f'CREATE DATABASE "{name}"')
-    except Exception as exc:  # noqa: BLE001
-        _unavailable(f"PostgreSQL not reachable on {PG_HOST}:{PG_PORT}: {exc}")
-    try:
-        yield f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        from registry.db import dispose_engines
-
-        dispose_engines()
-        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager
@@ -73,7 +34,7 @@ def backend_url(backend: str, folder: Path, migrate: bool = True) -> Iterator[st
             db.init_db(Settings(database_url=url))
         yield url
         return
-    with pg_database() as url:
+    with temporary_pg_database("ld3_test_api") as url:
         if migrate:
             db.init_db(Settings(database_url=url))
         yield url

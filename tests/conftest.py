@@ -36,11 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pg_helpers import pg_admin, pg_dsn, temporary_pg_database, unavailable
 
 REPO = Path(__file__).resolve().parent.parent
-PG_HOST = os.environ.get("LD3_TEST_PG_HOST", "127.0.0.1")
-PG_PORT = int(os.environ.get("LD3_TEST_PG_PORT", "5432"))
-PG_USER = os.environ.get("LD3_TEST_PG_USER", "postgres")
 REDIS_HOST = os.environ.get("LD3_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("LD3_TEST_REDIS_PORT", "6379"))
 REDIS_DB = int(os.environ.get("LD3_TEST_REDIS_DB", "11"))
@@ -51,65 +49,18 @@ for _name in ("LD3_DATABASE_URL", "LD3_BROKER_URL", "LD3_API_TOKEN", "LD3_ARTIFA
     os.environ.pop(_name, None)
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-def pg_dsn(dbname: str, host: str = PG_HOST, port: int = PG_PORT) -> str:
-    """SQLAlchemy URL (psycopg 3) of database ``dbname`` as the test user."""
-    return f"postgresql+psycopg://{PG_USER}@{host}:{port}/{dbname}"
-
-
-def _pg_admin(sql: str, host: str = PG_HOST, port: int = PG_PORT) -> None:
-    import psycopg
-
-    with psycopg.connect(
-        host=host, port=port, user=PG_USER, dbname="postgres", autocommit=True, connect_timeout=5
-    ) as conn:
-        conn.execute(sql)
-
-
-# ------------------------------------------------------------------------------ PostgreSQL
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """URL of a fresh PostgreSQL database of this test session (dropped afterwards)."""
-    name = f"ld3_test_{uuid.uuid4().hex[:12]}"
-    try:
-        _pg_admin(f'CREATE DATABASE "{name}"')
-    except Exception as exc:  # noqa: BLE001
-        _unavailable(f"PostgreSQL not reachable on {PG_HOST}:{PG_PORT}: {exc}")
-    try:
-        yield pg_dsn(name)
-    finally:
-        from registry.db import dispose_engines
-
-        dispose_engines()
-        try:
-            _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        except Exception as exc:  # noqa: BLE001
-            print(f"warning: could not drop test database {name}: {exc}", file=sys.stderr)
+    with temporary_pg_database() as url:
+        yield url
 
 
 @pytest.fixture
 def fresh_pg_url() -> Iterator[str]:
     """A PostgreSQL database of this test only (for tests that need an empty schema)."""
-    name = f"ld3_test_{uuid.uuid4().hex[:12]}"
-    try:
-        _pg_admin(f'CREATE DATABASE "{name}"')
-    except Exception as exc:  # noqa: BLE001
-        _unavailable(f"PostgreSQL not reachable on {PG_HOST}:{PG_PORT}: {exc}")
-    try:
-        yield pg_dsn(name)
-    finally:
-        from registry.db import dispose_engines
-
-        dispose_engines()
-        try:
-            _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        except Exception:  # noqa: BLE001
-            pass
+    with temporary_pg_database() as url:
+        yield url
 
 
 # ----------------------------------------------------------------------------------- Redis
@@ -129,7 +80,7 @@ def redis_url(redis_prefix: str) -> Iterator[str]:
     try:
         client.ping()
     except Exception as exc:  # noqa: BLE001
-        _unavailable(f"Redis not reachable on {REDIS_HOST}:{REDIS_PORT}: {exc}")
+        unavailable(f"Redis not reachable on {REDIS_HOST}:{REDIS_PORT}: {exc}")
     try:
         yield url
     finally:
@@ -318,7 +269,7 @@ class PrivateRedis:
         """Start the server and wait for PING."""
         exe = shutil.which("redis-server")
         if exe is None:
-            _unavailable("redis-server is not installed")
+            unavailable("redis-server is not installed")
         self.proc = subprocess.Popen(
             [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.workdir)],
@@ -380,7 +331,7 @@ class PrivatePostgres:
             return Path(found[-1]).parent
         exe = shutil.which("initdb")
         if exe is None:
-            _unavailable("PostgreSQL server binaries (initdb, pg_ctl) not found")
+            unavailable("PostgreSQL server binaries (initdb, pg_ctl) not found")
         return Path(exe).parent
 
     def _run(self, args: list[str], timeout: float = 60) -> None:
@@ -414,7 +365,7 @@ class PrivatePostgres:
 
     def create_database(self, name: str) -> str:
         """Create database ``name``; returns its SQLAlchemy URL."""
-        _pg_admin(f'CREATE DATABASE "{name}"', host="127.0.0.1", port=self.port)
+        pg_admin(f'CREATE DATABASE "{name}"', host="127.0.0.1", port=self.port)
         return pg_dsn(name, host="127.0.0.1", port=self.port)
 
 
@@ -428,7 +379,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         server.start()
     except subprocess.CalledProcessError as exc:
         shutil.rmtree(workdir, ignore_errors=True)
-        _unavailable(f"could not start a private PostgreSQL: {exc.stderr!r}")
+        unavailable(f"could not start a private PostgreSQL: {exc.stderr!r}")
     yield server
     server.stop()
     shutil.rmtree(workdir, ignore_errors=True)
@@ -601,21 +552,13 @@ def service_stack(
     tmp_path_factory: pytest.TempPathFactory, redis_url: str, redis_prefix: str
 ) -> Iterator[ServiceStack]:
     """migrate + api + one worker, started from the compose commands (session-wide)."""
-    name = f"ld3_stack_{uuid.uuid4().hex[:10]}"
-    try:
-        _pg_admin(f'CREATE DATABASE "{name}"')
-    except Exception as exc:  # noqa: BLE001
-        _unavailable(f"PostgreSQL not reachable on {PG_HOST}:{PG_PORT}: {exc}")
-    stack = ServiceStack(tmp_path_factory.mktemp("stack"), pg_dsn(name), redis_url,
-                         f"{redis_prefix}-stack")
-    try:
-        stack.migrate()
-        stack.start_api()
-        stack.start_worker()
-        yield stack
-    finally:
-        stack.stop()
+    with temporary_pg_database("ld3_stack") as url:
+        stack = ServiceStack(tmp_path_factory.mktemp("stack"), url, redis_url,
+                             f"{redis_prefix}-stack")
         try:
-            _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        except Exception:  # noqa: BLE001
-            pass
+            stack.migrate()
+            stack.start_api()
+            stack.start_worker()
+            yield stack
+        finally:
+            stack.stop()
