@@ -35,8 +35,17 @@ def _batch_times(t: TensorLike, x: Tensor) -> Tensor:
     return t
 
 
-def _per_sample(v: Tensor, x: Tensor) -> Tensor:
-    return v.reshape(v.shape[0], *([1] * (x.ndim - 1)))
+def _scales(schedule: NoiseSchedule, t: TensorLike, x: Tensor) -> tuple[Tensor, Tensor]:
+    """(alpha_t, sigma_t) broadcastable against x: 0-dim for a scalar t (computed once, not per
+    sample), else (B, 1, ...)."""
+    t = as_tensor(t, like=x).to(dtype=x.dtype, device=x.device)
+    if t.ndim:
+        t = _batch_times(t, x)  # checks the shape
+    alpha, sigma = schedule.alpha(t), schedule.sigma(t)
+    if t.ndim == 0:
+        return alpha, sigma
+    shape = (t.shape[0], *([1] * (x.ndim - 1)))
+    return alpha.reshape(shape), sigma.reshape(shape)
 
 
 def _concat_cond(cond: Cond, uncond: Cond, batch: int) -> dict[str, Any]:
@@ -174,12 +183,10 @@ class DiffusionModel:
 
         ``model_t`` (default t) is the time fed to the network (decoupled LD3 times).
         """
-        t_b = _batch_times(t, x)
-        out = self.network(x, t_b if model_t is None else model_t, cond)
+        out = self.network(x, t if model_t is None else model_t, cond)
         if self.prediction == "x0":
             return out
-        alpha = _per_sample(self.schedule.alpha(t_b), x)
-        sigma = _per_sample(self.schedule.sigma(t_b), x)
+        alpha, sigma = _scales(self.schedule, t, x)
         if self.prediction == "eps":
             return (x - sigma * out) / alpha
         return (alpha * x - sigma * out) / (alpha**2 + sigma**2)
@@ -188,12 +195,10 @@ class DiffusionModel:
         self, x: Tensor, t: TensorLike, model_t: TensorLike | None = None, cond: Cond | None = None
     ) -> Tensor:
         """Noise prediction eps_hat(x, t); same arguments as :meth:`denoise`."""
-        t_b = _batch_times(t, x)
-        out = self.network(x, t_b if model_t is None else model_t, cond)
+        out = self.network(x, t if model_t is None else model_t, cond)
         if self.prediction == "eps":
             return out
-        alpha = _per_sample(self.schedule.alpha(t_b), x)
-        sigma = _per_sample(self.schedule.sigma(t_b), x)
+        alpha, sigma = _scales(self.schedule, t, x)
         if self.prediction == "x0":
             return (x - alpha * out) / sigma
         return (sigma * x + alpha * out) / (alpha**2 + sigma**2)

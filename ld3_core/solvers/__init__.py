@@ -128,11 +128,12 @@ def solve(
 
     # Checkpoint whenever autograd records: gradients may also flow to the network's own
     # parameters, which the inputs' requires_grad flags do not reveal.
-    rematerialize = checkpoint and torch.is_grad_enabled()
+    remat_denoise = (rematerialized(model, denoise, cond)
+                     if checkpoint and torch.is_grad_enabled() else None)
     x = x_T
     for i in range(stepper.n_steps):
-        if rematerialize:
-            x0 = rematerialized(model, denoise, x, times[i], net_times[i], cond)
+        if remat_denoise is not None:
+            x0 = remat_denoise(x, times[i], net_times[i])
         else:
             x0 = denoise(x, times[i], net_times[i], cond)
         x = stepper.step(i, x, x0)

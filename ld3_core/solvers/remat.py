@@ -78,18 +78,26 @@ def trainable_parameters(model: DiffusionModel) -> list[Tensor] | None:
 
 
 def rematerialized(
-    model: DiffusionModel, denoise: Denoise, x: Tensor, t: Tensor, mt: Tensor,
-    cond: dict[str, Any] | None,
-) -> Tensor:
-    """``denoise(x, t, mt, cond)`` (the data prediction, x's shape) recomputed in backward."""
+    model: DiffusionModel, denoise: Denoise, cond: dict[str, Any] | None
+) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """A function ``(x, t, mt) -> denoise(x, t, mt, cond)`` (the data prediction, x's shape)
+    whose network call is recomputed in backward. Build it once per solve: it looks up the
+    trainable parameters now."""
     params = trainable_parameters(model)
     cond = cond or {}
-    if params is not None:
-        keys = tuple(k for k, v in cond.items() if isinstance(v, Tensor))
-        fixed = {k: v for k, v in cond.items() if k not in keys}
+    if params is None:
+        def via_torch(x: Tensor, t: Tensor, mt: Tensor) -> Tensor:
+            return _torch_checkpoint(denoise, x, t, mt, cond or None, use_reentrant=False)
 
-        def call(x_: Tensor, t_: Tensor, mt_: Tensor, tensors: dict[str, Any] | None) -> Tensor:
-            return denoise(x_, t_, mt_, {**fixed, **(tensors or {})} or None)
+        return via_torch
+    keys = tuple(k for k, v in cond.items() if isinstance(v, Tensor))
+    fixed = {k: v for k, v in cond.items() if k not in keys}
+    values = [cond[k] for k in keys]
 
-        return _Rematerialize.apply(call, keys, x, t, mt, *[cond[k] for k in keys], *params)
-    return _torch_checkpoint(denoise, x, t, mt, cond or None, use_reentrant=False)
+    def call(x: Tensor, t: Tensor, mt: Tensor, tensors: dict[str, Any] | None) -> Tensor:
+        return denoise(x, t, mt, {**fixed, **(tensors or {})} or None)
+
+    def via_function(x: Tensor, t: Tensor, mt: Tensor) -> Tensor:
+        return _Rematerialize.apply(call, keys, x, t, mt, *values, *params)
+
+    return via_function
