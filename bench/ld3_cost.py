@@ -4,10 +4,12 @@
    recorded (batch size; whether it ran inside backward, i.e. a rematerialized call that is
    followed by a backward through the network). The *bare cost* is the time of replaying the
    same calls on the bare network in one loop: each forward-only call one forward at its batch
-   size, each rematerialized call one forward+backward (w.r.t. the input). LD3 runs and
-   replays alternate and the minimum of each is taken. Ratio = LD3 time / bare cost (goal
-   <= 1.3): everything that is not the network (solver arithmetic, optimizers, validation
-   bookkeeping) is overhead.
+   size, each rematerialized call one forward+backward w.r.t. the network's inputs (x and the
+   time input, whose gradient LD3 needs for xi and xi^c). LD3 runs and replays alternate and
+   the minimum of each is taken. Ratio = LD3 time / bare cost (goal <= 1.3): everything that
+   is not the network (solver arithmetic, optimizers, validation bookkeeping) is overhead.
+   A third table times one batch-2 training solve alone, with this project's
+   rematerialization, with ``torch.utils.checkpoint`` and without rematerialization.
 
 2. Memory. One LD3 training step (forward + backward through the solver, batch
    ``--mem-batch``) runs in a fresh subprocess at each NFE, with and without
@@ -57,8 +59,8 @@ def bare_replay(model: Any, fn: Any, calls: Counter, fraction: float) -> tuple[f
     """(wall s, CPU s) of the recorded calls replayed on the bare network, as one timed loop.
 
     Each forward-only call is one forward at its batch size, each rematerialized call one
-    forward+backward (w.r.t. the input); ``fraction`` of every count is run and the times are
-    scaled back up.
+    forward+backward w.r.t. both network inputs (x and the time input: LD3 needs both);
+    ``fraction`` of every count is run and the times are scaled back up.
     """
     gen = torch.Generator().manual_seed(0)
     work = []
@@ -71,8 +73,8 @@ def bare_replay(model: Any, fn: Any, calls: Counter, fraction: float) -> tuple[f
     def run(x: torch.Tensor, t: torch.Tensor, cot: torch.Tensor, in_bwd: bool, n: int) -> None:
         for _ in range(n):
             if in_bwd:
-                xi = x.clone().requires_grad_(True)
-                fn(xi, t).backward(cot)
+                xi, ti = x.clone().requires_grad_(True), t.clone().requires_grad_(True)
+                fn(xi, ti).backward(cot)
             else:
                 with torch.no_grad():
                     fn(x, t)
@@ -125,6 +127,55 @@ def time_overhead(args: argparse.Namespace, nfe: int) -> dict[str, Any]:
     out["calls"] = {f"B={b}{' (in backward)' if k else ''}": c for (b, k), c in
                     sorted(recorder.calls.items())}
     return out
+
+
+def solve_times(args: argparse.Namespace, nfe: int, reps: int = 20) -> dict[str, float]:
+    """Milliseconds of one batch-2 LD3 training solve (forward + backward w.r.t. x_T, times and
+    network times) with each rematerialization, and of its bare network passes (minimum of 5
+    rounds of ``reps``)."""
+    from ld3_core.heuristics import discretize
+    from ld3_core.ld3.parameterization import model_times, tau, xi_from_timesteps
+    from ld3_core.solvers import solve
+
+    model = load(args.model)
+    opaque = model.with_guidance(model.guidance_scale)
+    opaque._modules = None  # parameters unknown: solve falls back to torch.utils.checkpoint
+    sched = model.schedule
+    xi0 = xi_from_timesteps(discretize("logsnr", nfe, sched), sched)
+    x = model.sample_prior(2, torch.Generator().manual_seed(0))
+    t_half = torch.full((2,), 0.5)
+
+    def training_solve(mdl: Any, ckpt: bool) -> None:
+        xi = xi0.clone().requires_grad_(True)
+        xi_c = torch.zeros_like(xi0, requires_grad=True)
+        z = x.clone().requires_grad_(True)
+        t = tau(xi, sched)
+        out = solve(mdl, z, t, args.solver, args.order, model_timesteps=model_times(t, xi_c, sched),
+                    checkpoint=ckpt)
+        out.pow(2).mean().backward()
+
+    def bare() -> None:
+        for _ in range(nfe):
+            with torch.no_grad():
+                model.fn(x, t_half)
+            xi, ti = x.clone().requires_grad_(True), t_half.clone().requires_grad_(True)
+            model.fn(xi, ti).backward(torch.ones_like(x))
+
+    cases = {
+        "remat (own function)": lambda: training_solve(model, True),
+        "remat (torch.utils.checkpoint)": lambda: training_solve(opaque, True),
+        "no remat": lambda: training_solve(model, False),
+        "bare network passes": bare,
+    }
+    best = dict.fromkeys(cases, float("inf"))
+    for _ in range(5):  # rounds interleave the cases
+        for name, fn in cases.items():
+            fn()
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - t0) / reps * 1e3)
+    return best
 
 
 # -- memory (runs in a subprocess) -------------------------------------------------------------
@@ -207,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="10/10 pairs, 1+1 epochs")
     p.add_argument("--skip-time", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--skip-solve", action="store_true")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -235,6 +287,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{nfe:>4} {r['wall_s']:>11.2f} {r['bare_wall_s']:>12.2f} "
                   f"{r['ratio_wall']:>6.3f} {r['cpu_s']:>10.2f} {r['bare_cpu_s']:>11.2f} "
                   f"{r['ratio_cpu']:>6.3f}  {r['calls']}")
+    if not args.skip_solve:
+        print("\nOne batch-2 training solve (forward + backward), ms (minimum of 5 rounds); "
+              "ratio to the bare network passes (a forward, and a forward+backward when "
+              "rematerialized, per step)")
+        for nfe in nfes:
+            r = solve_times(args, nfe)
+            base = r["bare network passes"]
+            print(f"  NFE {nfe:>2}: " + "; ".join(f"{k} {v:.1f} ({v / base:.2f})"
+                                               for k, v in r.items()))
     if not args.skip_memory:
         print(f"\nMemory: peak RSS above the pre-step level of one training step "
               f"(batch {args.mem_batch}); goal NFE {max(nfes)} / NFE {min(nfes)} <= 1.3 "
