@@ -120,3 +120,4 @@ def test_explicit_modules_argument() -> None:
     assert remat.trainable_parameters(model.with_guidance(1.0)) == [net.a, net.b]
     empty = DiffusionModel(lambda x, t: x, VPLinear(), "eps", modules=())
     assert remat.trainable_parameters(empty) == []
+

@@ -187,3 +187,13 @@ def test_conditioning_and_guidance_pass_through() -> None:
     torch.testing.assert_close(alone, out[2:], rtol=1e-12, atol=1e-12)
     other = solve(model, x, ts, "unipc", 3, cond={"class_labels": torch.tensor([5, 5, 5])})
     assert float((other - out).abs().max()) > 1e-3
+
+
+def test_unipc_stepper_rejects_orders_without_enough_history() -> None:
+    from ld3_core.solvers.unipc import UniPCStepper
+
+    ts = discretize("logsnr", 4, VPLinear())
+    with pytest.raises(ValueError, match="orders"):
+        UniPCStepper(VPLinear(), ts, [2, 2, 2, 1])  # step 0 has one model output only
+    with pytest.raises(ValueError, match="orders"):
+        UniPCStepper(VPLinear(), ts, [1, 2, 4, 1])
