@@ -58,7 +58,7 @@ class UniPCStepper(Stepper):
         corr = self.t.new_zeros(n, N_CORR)
         orders = torch.tensor(self.orders)
         for k in sorted(set(self.orders)):
-            s = torch.nonzero(orders == k).flatten()
+            s = torch.nonzero(orders == k).flatten().to(self.t.device)
             p_rows, c_rows = self._order_weights(s, k)
             pred = pred.index_put((s,), p_rows)
             corr = corr.index_put((s,), c_rows)
