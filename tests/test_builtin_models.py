@@ -257,3 +257,16 @@ def test_builtin_registry_and_errors():
     with pytest.raises(ValueError, match="dtype"):
         load("builtin:gmm-digits", dtype="int64")
     assert math.isclose(load("builtin:gmm-digits-cond", guidance_scale=2.5).guidance_scale, 2.5)
+
+
+@pytest.mark.parametrize("model_id", ["builtin:gmm-digits", "builtin:unet-digits"])
+def test_denoise_and_eps_check_the_shape_of_t(model_id):
+    """x0- and eps-prediction models alike: t must be a scalar or (B,), also when the network
+    gets other (decoupled) times; a scalar t gives the same result as t repeated per sample."""
+    model = load(model_id)
+    x = model.sample_prior(3, torch.Generator().manual_seed(0))
+    for fn in (model.denoise, model.eps):
+        for bad in (torch.full((2,), 0.5), [0.5, 0.5], torch.full((3, 1), 0.5)):
+            with pytest.raises(ValueError, match="scalar or of shape"):
+                fn(x, bad, model_t=torch.tensor(0.5))
+        torch.testing.assert_close(fn(x, 0.5), fn(x, torch.full((3,), 0.5)))

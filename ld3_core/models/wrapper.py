@@ -25,22 +25,24 @@ Cond = Mapping[str, Any]
 NetworkFn = Callable[..., Tensor]
 
 
+def _check_batch_times(t: TensorLike, x: Tensor) -> None:
+    """Raise unless ``t`` is a scalar or a (B,) vector for the batch of ``x``."""
+    shape = tuple(as_tensor(t).shape)
+    if shape and shape != (x.shape[0],):
+        raise ValueError(f"t must be a scalar or of shape ({x.shape[0]},), got {shape}")
+
+
 def _batch_times(t: TensorLike, x: Tensor) -> Tensor:
     """Times as a (B,) tensor in x's dtype/device; a scalar is broadcast over the batch."""
+    _check_batch_times(t, x)
     t = as_tensor(t, like=x).to(dtype=x.dtype, device=x.device)
-    if t.ndim == 0:
-        return t.expand(x.shape[0])
-    if t.shape != (x.shape[0],):
-        raise ValueError(f"t must be a scalar or of shape ({x.shape[0]},), got {tuple(t.shape)}")
-    return t
+    return t.expand(x.shape[0]) if t.ndim == 0 else t
 
 
 def _scales(schedule: NoiseSchedule, t: TensorLike, x: Tensor) -> tuple[Tensor, Tensor]:
     """(alpha_t, sigma_t) broadcastable against x: 0-dim for a scalar t (computed once, not per
-    sample), else (B, 1, ...)."""
+    sample), else (B, 1, ...) for a (B,) t already checked by :func:`_check_batch_times`."""
     t = as_tensor(t, like=x).to(dtype=x.dtype, device=x.device)
-    if t.ndim:
-        t = _batch_times(t, x)  # checks the shape
     alpha, sigma = schedule.alpha(t), schedule.sigma(t)
     if t.ndim == 0:
         return alpha, sigma
@@ -183,6 +185,7 @@ class DiffusionModel:
 
         ``model_t`` (default t) is the time fed to the network (decoupled LD3 times).
         """
+        _check_batch_times(t, x)
         out = self.network(x, t if model_t is None else model_t, cond)
         if self.prediction == "x0":
             return out
@@ -195,6 +198,7 @@ class DiffusionModel:
         self, x: Tensor, t: TensorLike, model_t: TensorLike | None = None, cond: Cond | None = None
     ) -> Tensor:
         """Noise prediction eps_hat(x, t); same arguments as :meth:`denoise`."""
+        _check_batch_times(t, x)
         out = self.network(x, t if model_t is None else model_t, cond)
         if self.prediction == "eps":
             return out

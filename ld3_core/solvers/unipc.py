@@ -91,7 +91,10 @@ class UniPCStepper(Stepper):
                      else torch.linalg.solve(r_mat[:, :-1, :-1], b_vec[:, :-1]))
             rho_c = torch.linalg.solve(r_mat, b_vec)
 
-        def combine(a: Tensor, alpha: Tensor, rho: Tensor, new: bool) -> Tensor:
+        ratio = self.sigma[s + 1] / self.sigma[s]  # weight of x_s, both updates
+        alpha = self.alpha[s + 1]
+
+        def combine(rho: Tensor, new: bool) -> Tensor:
             scale = alpha * b_h
             c_hist = [-scale * rho[:, j] / rks[j] for j in range(k - 1)]
             c_new = -scale * rho[:, k - 1] if new else None
@@ -99,12 +102,10 @@ class UniPCStepper(Stepper):
             if c_new is not None:
                 c_0 = c_0 - c_new
             zeros = [torch.zeros_like(h)] * (MAX_ORDER - 1 - len(c_hist))
-            cols = [a, c_0, *c_hist, *zeros] + ([c_new] if new else [])
+            cols = [ratio, c_0, *c_hist, *zeros] + ([c_new] if new else [])
             return torch.stack(cols, dim=-1)
 
-        pred = combine(self.sigma[s + 1] / self.sigma[s], self.alpha[s + 1], rho_p, new=False)
-        corr = combine(self.sigma[s + 1] / self.sigma[s], self.alpha[s + 1], rho_c, new=True)
-        return pred, corr
+        return combine(rho_p, new=False), combine(rho_c, new=True)
 
     def _weight_rows(self, like: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """The weight tables in the state's dtype/device, as per-step lists of scalars."""
