@@ -117,6 +117,7 @@ def interpolate(
         "order": order,
         "nfe": nfe,
         "kind": source.kind,
+        "source": (source.extra or {}).get("source") or source.kind,
         "format": "native",
         "timesteps": ts.tolist(),
         "model_timesteps": None,
@@ -160,6 +161,7 @@ def export(fmt: str, record: dict[str, Any], sched: Any) -> dict[str, Any]:
         raise Problem(422, f"cannot export to {fmt!r}: {exc}", slug="export-failed") from exc
     body = dict(jsonable_encoder(out))
     body["interpolated"] = bool(record["interpolated"])
+    body["source"] = record.get("source")
     if record["interpolated"]:
         body["source_nfe"] = record["source_nfe"]
     return body

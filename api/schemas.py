@@ -98,20 +98,29 @@ class ScheduleOut(BaseModel):
     """A schedule in the native format. ``timesteps``: nfe+1 decreasing solver times t;
     ``model_timesteps``: decoupled network times (None if not decoupled / interpolated);
     ``sigmas``: k-diffusion sigmas sigma_t/alpha_t of ``timesteps``; ``score``: lower is better
-    (metric + extractor name); ``interpolated``: true when derived from ``source_nfe``."""
+    (metric + extractor name), ``score_ci`` its 95 % bootstrap interval on held-out samples;
+    ``source``: what made the schedule (``ld3``, ``trust_region`` or ``heuristic:<name>`` when
+    no learned candidate beat the best heuristic beyond the interval); ``best_heuristic``,
+    ``ratio_to_best_heuristic`` and ``ratio_ci``: the gain over the best heuristic;
+    ``interpolated``: true when derived from ``source_nfe``."""
 
     model: str
     solver: str
     order: int
     nfe: int
     kind: str | None
+    source: str | None = None
     format: str = "native"
     timesteps: list[float]
     model_timesteps: list[float] | None
     sigmas: list[float]
     score: float | None
+    score_ci: list[float] | None = None
     metric: str | None
     extractor: str | None
+    best_heuristic: str | None = None
+    ratio_to_best_heuristic: float | None = None
+    ratio_ci: list[float] | None = None
     noise_schedule: str | None
     job_id: str | None
     schedule_id: int | None

@@ -80,19 +80,26 @@ def schedule_out(row: Schedule) -> dict[str, Any]:
         "canonical": schedule_id_url(row.id),
         "job": job_url(row.job_id),
     }
+    extra = row.extra if isinstance(row.extra, dict) else {}
+    gain = extra.get("gain") if isinstance(extra.get("gain"), dict) else None
     return {
         "model": row.model_id,
         "solver": row.solver,
         "order": row.order,
         "nfe": row.nfe,
         "kind": row.kind,
+        "source": extra.get("source") or row.kind,
         "format": "native",
         "timesteps": list(row.timesteps),
         "model_timesteps": None if row.model_timesteps is None else list(row.model_timesteps),
         "sigmas": list(row.sigmas),
         "score": row.score,
+        "score_ci": extra.get("fd_ci"),
         "metric": row.metric,
         "extractor": row.extractor,
+        "best_heuristic": extra.get("best_heuristic"),
+        "ratio_to_best_heuristic": None if gain is None else gain.get("ratio"),
+        "ratio_ci": None if gain is None else gain.get("ratio_ci"),
         "noise_schedule": (row.noise_schedule or {}).get("name"),
         "job_id": row.job_id,
         "schedule_id": row.id,

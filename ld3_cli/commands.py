@@ -147,10 +147,33 @@ def cmd_submit(args: argparse.Namespace) -> int:
             _print_json(job)
             return 0
         job = follow(client, str(job["id"]))
-        _print_json(job)
+        print_job_summary(client, job)
         return 0 if job.get("state") == "succeeded" else 1
     finally:
         client.close()
+
+
+def print_job_summary(client: Any, job: dict[str, Any]) -> None:
+    """Print a finished job as a person reads it: state, the published schedule's verdict and
+    score, and absolute links (schedule, report, grid, plot)."""
+    from ld3_cli.summary import schedule_lines
+
+    print(f"job {job.get('id')} ({job.get('kind')}, {job.get('model')} {job.get('solver')}-"
+          f"{job.get('order')} NFE {job.get('nfe')}): {job.get('state')}")
+    if job.get("state") != "succeeded":
+        if job.get("error"):
+            print(f"  error: {job['error']}")
+        return
+    links = dict(job.get("links") or {})
+    if links.get("result"):
+        resp = client.request("GET", links["result"])
+        if resp.status_code == 200:
+            for line in schedule_lines(resp.json()):
+                print(f"  {line}")
+    base = str(client.base_url).rstrip("/")
+    for name in ("schedule", "report", "report_grid", "report_fd_vs_nfe"):
+        if links.get(name):
+            print(f"  {name + ':':<18}{base}{links[name]}")
 
 
 def follow(client: Any, job_id: str, interval: float = 0.5, show: bool = True) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 A SQLite registry and an artifacts folder under ``--workdir``; the jobs are created with the
 registry functions the API uses and run by the embedded runner (the same
-:func:`worker.pipeline.run_job` as a Celery worker). Prints, per job, the learned schedule and
-its FD next to every heuristic's, and the paths of the report files (JSON + PNGs).
+:func:`worker.pipeline.run_job` as a Celery worker). Prints, per job, the published schedule
+(the winner: learned, or the best heuristic when no learned candidate beats it beyond the
+interval), its gain over the best heuristic with the 95 % interval, every candidate's held-out
+FD, and the paths of the report files (JSON + PNGs).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ def _job_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:
         "teacher_nfe": args.teacher_nfe,
     }
     if kind == "ld3":
-        options.update(n_train=args.n_train, n_val=args.n_val, epochs=args.epochs)
+        options.update(n_train=args.n_train, n_val=args.n_val, epochs=args.epochs,
+                       n_tune=args.n_tune)
     elif args.report_nfes:
         options["report_nfes"] = list(args.report_nfes)
     return options
@@ -133,24 +136,22 @@ def _print_result(maker: Any, settings: Any, job: Any, seconds: float) -> None:
     with maker() as session:
         sched = get_schedule_for_job(session, job.id)
         arts = list_artifacts(session, job.id)
-    ts = ", ".join(f"{t:.4f}" for t in sched.timesteps)
-    print(f"   timesteps (t): [{ts}]")
-    if sched.model_timesteps:
-        mts = ", ".join(f"{t:.4f}" for t in sched.model_timesteps)
-        print(f"   model timesteps (t^c): [{mts}]")
-    heur = dict((sched.extra or {}).get("heuristic_scores") or {})
-    print(f"   FD ({sched.extractor} features, lower is better):")
-    rows = [(job.kind, sched.score)] + sorted(heur.items(), key=lambda kv: kv[1])
-    for name, score in rows:
-        mark = "  <- learned" if name == job.kind else ""
-        value = "n/a" if score is None else f"{score:10.4f}"
-        print(f"     {name:<14}{value}{mark}")
+    from api.serialize import schedule_out
+    from ld3_cli.summary import candidates_lines, schedule_lines
+
+    body = schedule_out(sched)
+    for line in schedule_lines(body):
+        print(f"   {line}")
     extra = sched.extra or {}
-    if extra.get("val_loss") is not None and extra.get("heuristic_val_losses"):
-        losses = dict(extra["heuristic_val_losses"])
-        best = min(losses, key=losses.get)
-        print(f"   LD3 validation loss (distance to the teacher): {extra['val_loss']:.5g}"
-              f"  vs best heuristic {best} {losses[best]:.5g}")
+    n_select = (extra.get("splits") or {}).get("select", {}).get("n", "?")
+    print(f"   every candidate, FD to the teacher on {n_select} held-out samples "
+          f"({sched.extractor} features, lower is better):")
+    for line in candidates_lines(extra.get("candidates") or {}, extra.get("winner")):
+        print(f"   {line}")
+    floor = extra.get("noise_floor")
+    if floor:
+        print(f"   noise floor (FD of two independent halves of the teacher samples): "
+              f"{floor['fd_half_sets']:.4f} at n={floor['n_half']}")
     for art in sorted(arts, key=lambda a: a.kind):
         if art.kind in ("report_json", "grid_png", "fd_plot_png"):
             print(f"   {art.kind:<12} {resolve_path(settings, art.path)}")

@@ -105,9 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--n-train", type=_positive_int, default=40, help="LD3 teacher pairs")
     demo.add_argument("--n-val", type=_positive_int, default=20, help="LD3 validation pairs")
     demo.add_argument("--epochs", type=_positive_int, default=3, help="LD3 training epochs")
+    demo.add_argument("--n-tune", type=_positive_int, default=256,
+                      help="training pairs that rank the starts and drive the refinement")
     demo.add_argument("--teacher-nfe", type=_positive_int, default=20)
-    demo.add_argument("--n-score-samples", type=_positive_int, default=400,
-                      help="samples per schedule for the FD scores")
+    demo.add_argument("--n-score-samples", type=_positive_int, default=1000,
+                      help="held-out teacher pairs every candidate is scored on (FD + interval)")
     demo.add_argument("--report-nfes", type=_nfe_list, default=[3, 4, 6, 8],
                       help="more NFEs scored in the trust-region report's FD-vs-NFE plot "
                            "(comma-separated, '' for none)")

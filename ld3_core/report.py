@@ -399,3 +399,85 @@ def write_report(
     report = _sanitize(json.loads(json.dumps(report, default=_json_default)))
     json_path.write_text(json.dumps(report, indent=2, allow_nan=False))
     return report
+
+
+# --------------------------------------------------------------------------------------------
+# the report of one optimize_schedule job
+# --------------------------------------------------------------------------------------------
+def plot_job_fd(outcome: Any, path: str | Path, title: str = "") -> Path:
+    """FD (with its 95 % interval) against NFE: a point per scored NFE for every heuristic
+    and the trust region, and the job's candidates at its own NFE (the winner starred)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    nfe = int(outcome.details["nfe"])
+    by_nfe: dict[int, dict[str, dict[str, Any]]] = {nfe: dict(outcome.scores)}
+    for key, entries in (outcome.details.get("other_nfes") or {}).items():
+        by_nfe[int(key)] = dict(entries)
+    names: list[str] = []
+    for entries in by_nfe.values():
+        names += [n for n in entries if n not in names]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name in names:
+        xs, ys, lo, hi = [], [], [], []
+        for n in sorted(by_nfe):
+            e = by_nfe[n].get(name)
+            if e is None or e.get("fd") is None:
+                continue
+            xs.append(n)
+            ys.append(float(e["fd"]))
+            ci = e.get("fd_ci") or [e["fd"], e["fd"]]
+            lo.append(max(0.0, float(e["fd"]) - float(ci[0])))
+            hi.append(max(0.0, float(ci[1]) - float(e["fd"])))
+        if not xs:
+            continue
+        heuristic = name in HEURISTICS
+        label = f"{name} *published*" if name == outcome.winner else name
+        ax.errorbar(xs, ys, yerr=[lo, hi], fmt="--o" if heuristic else "-s", capsize=3,
+                    label=label, linewidth=1.0 if heuristic else 2.0, markersize=5)
+    ax.set_xlabel("NFE")
+    ax.set_ylabel(f"FD to teacher ({outcome.details.get('extractor', '?')} features)")
+    ax.set_xticks(sorted(by_nfe))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fds = [float(e["fd"]) for en in by_nfe.values() for e in en.values() if e.get("fd")]
+    if fds and min(fds) > 0 and max(fds) / min(fds) > 20:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def write_job_report(
+    out_dir: str | Path, outcome: Any, *, title: str = "", extra: Mapping[str, Any] | None = None
+) -> dict[str, str]:
+    """Write ``report.json`` (the outcome: winner, every candidate's FD with its interval,
+    the gain, the noise floor, the splits), ``grid.png`` (held-out samples: the teacher row
+    first, then one row per candidate) and ``fd_vs_nfe.png`` into ``out_dir``.
+
+    ``outcome``: an :class:`ld3_core.optimize.Outcome`; ``extra``: more JSON-able fields.
+    Returns ``{"report_json", "grid", "fd_vs_nfe"}`` -> the file names written (relative to
+    ``out_dir``, so no server path leaks into what is served).
+    """
+    from ld3_core.evaluation import save_grid
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: dict[str, Tensor] = {}
+    if "teacher" in outcome.samples:
+        rows["teacher"] = _as_images(outcome.samples["teacher"])
+    order = sorted(outcome.scores, key=lambda k: outcome.scores[k]["fd"])
+    for name in order:
+        if name in outcome.samples:
+            e = outcome.scores[name]
+            star = " (published)" if name == outcome.winner else ""
+            rows[f"{name}{star}\nFD {e['fd']:.3g}"] = _as_images(outcome.samples[name])
+    save_grid(rows, out / GRID_PNG, title=f"{title}, NFE {outcome.details['nfe']}")
+    plot_job_fd(outcome, out / FD_PLOT_PNG, title)
+    report = {**outcome.to_dict(), "summary": outcome.summary(), "title": title,
+              "extra": dict(extra or {})}
+    report = _sanitize(json.loads(json.dumps(report, default=_json_default)))
+    (out / REPORT_JSON).write_text(json.dumps(report, indent=2, allow_nan=False))
+    return {"report_json": REPORT_JSON, "grid": GRID_PNG, "fd_vs_nfe": FD_PLOT_PNG}

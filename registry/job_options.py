@@ -19,22 +19,28 @@ class JobOptions(BaseModel):
 
     Common:
         seed: seed of every random draw of the job (teacher x_T, scoring noise).
-        n_score_samples: samples drawn per schedule to score it (FD), >= 2.
+        n_score_samples: held-out teacher pairs every candidate is scored on (the selection
+            split: FD with a bootstrap interval), >= 8.
         score_batch_size: samples per solver call while scoring.
         extractor: feature extractor of the FD (``digits``, ``inception``, ``pixels``);
             default: the model's own (``ld3_core.evaluation.default_extractor_for``).
-        reference: ``teacher`` (FD against samples of the teacher solver at ``teacher_nfe``,
-            drawn with another seed) or a path to a pytorch-fid ``.npz`` (mu, sigma).
+        reference: ``teacher`` (FD against the teacher samples of the same held-out x_T) or
+            a path to a pytorch-fid ``.npz`` (mu, sigma).
         guidance_scale: classifier-free guidance scale for conditional models.
         prompts: text prompts (text-to-image models).
-        init: start point (a heuristic name; LD3 also takes ``trust_region``).
+        init: force one LD3 start (a heuristic name, ``trust_region`` or ``best_heuristic``:
+            the best score on the train split); default: the ``ld3_inits`` best-scoring starts.
+        refine: minimize the job's score directly over the times (default: on for LD3 jobs,
+            off for trust-region jobs); refine_max_evals / refine_time_budget_s: its budget.
+        n_tune: training pairs that rank the starts and drive the refinement.
         report_nfes: more NFEs (at most 8) at which the heuristics and the trust-region
             schedule are scored for the report's FD-vs-NFE plot.
     Trust region:
         p: error-model exponent; default 2 for latent models, else 1.
     LD3:
         teacher_solver, teacher_order, teacher_nfe, teacher_discretization: the teacher;
-        n_train, n_val: teacher pairs for training / validation;
+        n_train, n_val: teacher pairs for training / validation (early stopping);
+        ld3_inits: LD3 runs from the best-scoring starts;
         epochs, batch_size, lr: training; metric: ``l2`` or ``lpips``; decoupled: learn the
         decoupled network times too.
     """
@@ -42,7 +48,7 @@ class JobOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    n_score_samples: int = Field(256, ge=2, le=50_000)
+    n_score_samples: int = Field(1000, ge=8, le=50_000)
     score_batch_size: int = Field(256, ge=1, le=4096)
     extractor: str | None = Field(None, min_length=1, max_length=64)
     reference: str = Field("teacher", min_length=1, max_length=1024)
@@ -51,6 +57,11 @@ class JobOptions(BaseModel):
     init: str | None = None
     report_nfes: list[int] = Field(default_factory=list, max_length=8)
     p: float | None = Field(None, ge=0.0, le=10.0)
+    refine: bool | None = None
+    refine_max_evals: int | None = Field(None, ge=1, le=100_000)
+    refine_time_budget_s: float = Field(600.0, gt=0.0, le=86_400.0)
+    n_tune: int = Field(256, ge=8, le=100_000)
+    ld3_inits: int = Field(2, ge=0, le=8)
 
     teacher_solver: Literal["euler", "dpm++", "unipc", "ipndm"] | None = None
     teacher_order: int | None = Field(None, ge=1, le=4)
@@ -92,6 +103,27 @@ class JobOptions(BaseModel):
         if value is not None and value not in allowed:
             raise ValueError(f"must be one of {', '.join(allowed)}")
         return value
+
+    def optimize_options(self) -> dict[str, Any]:
+        """Keyword options of ``ld3_core.optimize.optimize_schedule`` (without the teacher)."""
+        ld3: dict[str, Any] = {}
+        if self.epochs is not None:
+            ld3["epochs_phase1"] = self.epochs // 3
+            ld3["epochs_phase2"] = self.epochs - self.epochs // 3
+        if self.batch_size is not None:
+            ld3["batch_size"] = self.batch_size
+        if self.lr is not None:
+            ld3["lr_xi"] = self.lr
+        return {
+            "n_train": self.n_train, "n_val": self.n_val, "n_tune": self.n_tune,
+            "n_select": self.n_score_samples, "ld3_inits": self.ld3_inits, "init": self.init,
+            "refine": self.refine, "refine_max_evals": self.refine_max_evals,
+            "refine_time_budget_s": self.refine_time_budget_s, "tr_p": self.p,
+            "ld3": ld3 or None, "metric": self.metric, "decoupled": self.decoupled,
+            "extractor": self.extractor, "batch_size": self.score_batch_size,
+            "reference": None if self.reference == "teacher" else self.reference,
+            "report_nfes": tuple(self.report_nfes),
+        }
 
     def loader_options(self) -> dict[str, Any]:
         """Keyword arguments for ``ld3_core.models.load`` (guidance scale, prompts)."""

@@ -30,6 +30,7 @@ def test_demo_runs_both_jobs_and_writes_the_report(tmp_path, capsys):
     code, out, err = _run(
         ["demo", "--workdir", str(workdir), "--model", MODEL, "--nfe", "3", "--n-train", "6",
          "--n-val", "4", "--epochs", "1", "--teacher-nfe", "6", "--n-score-samples", "48",
+         "--n-tune", "24",
          "--report-nfes", "4", "--no-progress"],
         capsys,
     )
@@ -38,7 +39,8 @@ def test_demo_runs_both_jobs_and_writes_the_report(tmp_path, capsys):
         assert re.search(rf"== {kind} job \S+: succeeded", out), out
     for heuristic in ("uniform", "quadratic", "edm", "logsnr"):
         assert re.search(rf"^\s+{heuristic}\s+\d+\.\d+", out, flags=re.M), out
-    assert out.count("<- learned") == 2
+    assert out.count("<- published") == 2
+    assert len(re.findall(r"^\s+published the ", out, flags=re.M)) == 2, out
     timesteps = re.findall(r"timesteps \(t\): \[([^\]]+)\]", out)
     assert len(timesteps) == 2
     for line in timesteps:
@@ -51,9 +53,11 @@ def test_demo_runs_both_jobs_and_writes_the_report(tmp_path, capsys):
         assert Path(png).is_relative_to(workdir)
     assert (workdir / "demo.db").is_file()
     reports = [json.loads(Path(p).read_text()) for p in re.findall(r"report_json\s+(\S+)", out)]
-    assert sorted(r["nfes"] for r in reports) == [[3], [3, 4]]  # trust region: --report-nfes
+    # trust region: also scored at --report-nfes
+    assert sorted(sorted(r["details"].get("other_nfes", {})) for r in reports) == [[], ["4"]]
     for report in reports:
-        assert {"uniform", "quadratic", "edm", "logsnr"} <= set(report["results"]["3"])
+        assert {"uniform", "quadratic", "edm", "logsnr", "trust_region"} <= set(report["scores"])
+        assert report["winner"] in report["scores"] and report["summary"].startswith("published")
 
 
 @pytest.fixture
@@ -82,8 +86,12 @@ def test_submit_status_get_against_ld3_serve(embedded_server, capsys):
         capsys,
     )
     assert code == 0, err
-    job = json.loads(out)
-    assert job["state"] == "succeeded" and job["progress"] == pytest.approx(1.0)
+    first = out.splitlines()[0]
+    assert first.startswith("job ") and first.endswith(": succeeded"), out
+    job = {"id": first.split()[1]}
+    assert "published the " in out and "95% CI" in out, out
+    assert f"{url}/jobs/{job['id']}/report" in out, "absolute links to the report"
+    assert not out.lstrip().startswith("{"), "a summary, not raw JSON"
 
     code, out, err = _run(["status", job["id"], "--url", url], capsys)
     assert code == 0 and json.loads(out)["id"] == job["id"]

@@ -66,6 +66,9 @@ def test_submit_progress_publish_and_every_format(service_stack):
         ts = body["timesteps"]
         assert len(ts) == nfe + 1 and all(a > b for a, b in zip(ts, ts[1:], strict=False))
         assert body["job_id"] == job["id"] and body["score"] is not None
+        assert body["source"] == "trust_region" or body["source"].startswith("heuristic:")
+        lo, hi = body["score_ci"]
+        assert lo <= body["score"] <= hi
         assert len(body["sigmas"]) == nfe + 1
         etag = native.headers["ETag"]
         assert http.get(f"/schedules/{MODEL}/unipc/{nfe}",
@@ -87,6 +90,8 @@ def test_submit_progress_publish_and_every_format(service_stack):
 
         report = http.get(f"/jobs/{job['id']}/report")
         assert report.status_code == 200, report.text
+        assert report.json()["source"] == body["source"]
+        assert str(stack.artifacts) not in report.text, "no server path in a served report"
         for png in ("grid.png", "fd_vs_nfe.png"):
             image = http.get(f"/jobs/{job['id']}/report/{png}")
             assert image.status_code == 200, (png, image.text[:300])
@@ -98,7 +103,7 @@ def test_cancel_a_running_ld3_job_publishes_nothing(service_stack):
     job = _submit(stack, {
         "kind": "ld3", "model": MODEL, "solver": "unipc", "order": 2, "nfe": 4,
         "options": {"n_train": 20, "n_val": 10, "epochs": 400, "teacher_nfe": 10,
-                    "n_score_samples": 64},
+                    "n_score_samples": 64, "n_tune": 20, "ld3_inits": 1},
     })
     stack.wait_job(job["id"], timeout=180,
                    until=lambda j: j["state"] == "running" and j["stage"] == "optimize")
@@ -120,13 +125,14 @@ def test_sigkilled_worker_job_resumes_on_a_new_worker_with_one_schedule(service_
     job = _submit(stack, {
         "kind": "ld3", "model": MODEL, "solver": "unipc", "order": 2, "nfe": 6,
         "options": {"n_train": 8, "n_val": 6, "epochs": 6, "teacher_nfe": 10,
-                    "n_score_samples": 64, "seed": 5},
+                    "n_score_samples": 64, "seed": 5, "n_tune": 16, "ld3_inits": 1,
+                    "refine_max_evals": 10},
     })
     paths = JobPaths(stack.artifacts, job["id"])
-    state_file = paths.ckpt_dir / "ld3" / "state.pt"
-    # kill once some training iterations are checkpointed (optimize spans 0.2 .. 0.75)
+    ld3_dir = paths.ckpt_dir / "optimize" / "ld3"
+    # kill once some training iterations are checkpointed (LD3 spans 0.35 .. 0.65 of optimize)
     stack.wait_job(job["id"], timeout=180, until=lambda j: j["state"] == "running"
-                   and j["progress"] >= 0.3 and state_file.is_file())
+                   and j["progress"] >= 0.3 and any(ld3_dir.glob("*/state.pt")))
     assert stack.worker is not None
     killed = stack.worker
     killed.kill(signal.SIGKILL)

@@ -285,22 +285,26 @@ def test_teacher_data_is_cached_and_reused_by_the_next_job_on_the_model(
     from registry import find_artifact
     from worker.pipeline import run_job
 
-    tiny = {"n_train": 4, "n_val": 2, "epochs": 1, "teacher_nfe": 4,
+    tiny = {"n_train": 4, "n_val": 2, "epochs": 1, "teacher_nfe": 4, "n_tune": 8,
+            "ld3_inits": 1, "refine_max_evals": 4,
             "teacher_discretization": "logsnr", "n_score_samples": 16}
     first = _job(maker, kind="ld3", options=tiny, nfe=3)
     assert run_job(first, registry_settings, maker) == "succeeded"
     cache = registry_settings.artifacts_path / "cache" / "teacher"
     files = sorted(cache.glob("*.pt"))
-    assert len(files) == 1
-    stamp = files[0].stat().st_mtime_ns
+    assert len(files) == 3  # the train, validation and selection splits
+    stamps = [f.stat().st_mtime_ns for f in files]
     with maker() as s:
-        row = find_artifact(s, f"teacher:{files[0].stem}")
-        assert row is not None and row.job_id is None and row.meta["n"] == 6
+        rows = [find_artifact(s, f"teacher:{f.stem}") for f in files]
+        assert all(r is not None and r.job_id is None for r in rows)
+        assert {r.meta["split"]: r.meta["n"] for r in rows} == {"train": 8, "val": 2,
+                                                                 "select": 16}
 
     second = _job(maker, kind="ld3", options=tiny, nfe=4)  # same model + teacher: reused
     assert run_job(second, registry_settings, maker) == "succeeded"
-    assert sorted(cache.glob("*.pt")) == files and files[0].stat().st_mtime_ns == stamp
+    assert sorted(cache.glob("*.pt")) == files
+    assert [f.stat().st_mtime_ns for f in files] == stamps
 
     third = _job(maker, kind="ld3", options={**tiny, "seed": 1}, nfe=3)  # other seed: new pairs
     assert run_job(third, registry_settings, maker) == "succeeded"
-    assert len(list(cache.glob("*.pt"))) == 2
+    assert len(list(cache.glob("*.pt"))) == 6

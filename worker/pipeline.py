@@ -2,20 +2,15 @@
 
 Stages, each recorded on the job row (``stage``, overall ``progress``, ``loss``):
 
-1. ``teacher`` (LD3 only): teacher pairs ``(x_T, Psi_*(x_T))`` from
-   :func:`ld3_core.teacher.generate`, cached under ``cache/teacher/<key>.pt`` with
-   key = (model, teacher solver/order/NFE/discretization, seed, n, guidance, prompts) and
-   recorded as a keyed artifact, so another job on the same model reuses them.
-2. ``optimize``: :func:`ld3_core.ld3.learn` (checkpoints in ``jobs/<id>/ckpt/ld3``, resumed
-   after a crash) or :func:`ld3_core.trust_region.optimize` (``p = 2`` for latent models).
-   The result is saved to ``ckpt/optimize.json``; a restarted job skips what is done.
-3. ``score``: FD of the result and of every heuristic at the same NFE
-   (:mod:`ld3_core.evaluation`), against reference samples of the teacher solver (cached like
-   the teacher data) or a pytorch-fid ``.npz``; each score is saved to ``ckpt/scores.json``
-   as it is computed.
-4. ``report``: :func:`ld3_core.report.write_report` into ``jobs/<id>/report/``.
-5. ``publish``: schedule row + report artifacts + job ``succeeded`` in one transaction
-   (:func:`registry.publish_result`, idempotent: a re-run never adds a second row).
+1. ``optimize``: :func:`ld3_core.optimize.optimize_schedule` (teacher splits, candidates,
+   held-out scoring, the winner), resumable from ``jobs/<id>/ckpt/optimize``. Teacher pairs
+   come through a cache shared by every job on the model (``cache/teacher/<key>.pt``, a keyed
+   artifact; key = model, teacher solver/order/NFE/discretization, seed, n, guidance,
+   prompts).
+2. ``report``: :func:`ld3_core.report.write_job_report` into ``jobs/<id>/report/``.
+3. ``publish``: the winner (learned or heuristic, with its ``source``) + report artifacts +
+   job ``succeeded`` in one transaction (:func:`registry.publish_result`, idempotent: a re-run
+   never adds a second row).
 
 Cancel: the progress callback raises ``Cancelled`` once the row has ``cancel_requested``;
 the job becomes ``cancelled`` and nothing is published. Any other error marks the job
@@ -39,18 +34,15 @@ from registry import jobs as job_repo
 from registry.job_options import JobOptions, parse_options, validate_options
 from registry.settings import Settings, get_settings
 from worker.config import WorkerSettings, get_worker_settings
-from worker.paths import JobPaths, cache_key, read_json, write_json
+from worker.paths import JobPaths, cache_key
 from worker.progress import Cancelled, Heartbeat, JobProgress
 
 log = logging.getLogger(__name__)
 
 STAGES: dict[str, list[tuple[str, float]]] = {
-    "ld3": [("teacher", 0.2), ("optimize", 0.55), ("score", 0.17), ("report", 0.05),
-            ("publish", 0.03)],
-    "trust_region": [("optimize", 0.1), ("score", 0.75), ("report", 0.1), ("publish", 0.05)],
+    "ld3": [("optimize", 0.93), ("report", 0.05), ("publish", 0.02)],
+    "trust_region": [("optimize", 0.9), ("report", 0.07), ("publish", 0.03)],
 }
-REFERENCE_SEED_OFFSET = 1_000_003
-SCORE_SEED_OFFSET = 17
 _DB_ERRORS = (OperationalError, DisconnectionError, PoolTimeout)
 
 
@@ -142,8 +134,8 @@ class _JobRun:
         ckpt = self.paths.ckpt_dir
         self.paths.log_event(
             "start", attempt=attempt, kind=self.job.kind,
-            optimize_done=(ckpt / "optimize.json").is_file(),
-            ld3_checkpoint=(ckpt / "ld3" / "state.pt").is_file(),
+            optimize_done=(ckpt / "optimize" / "outcome.json").is_file(),
+            ld3_checkpoint=any((ckpt / "optimize" / "ld3").glob("*/state.pt")),
         )
         try:
             with Heartbeat(self.session_factory, self.job_id, self.wopts.lease_seconds / 3):
@@ -204,24 +196,11 @@ class _JobRun:
         self.opts = parse_options(job.options)
         self.progress.enter(STAGES[job.kind][0][0])
         self.model = self._load_model()
-        opt_file = self.paths.ckpt_dir / "optimize.json"
-        result = read_json(opt_file)
-        teacher = None
-        if job.kind == "ld3" and result is None:
-            self.progress.enter("teacher")
-            teacher = self._teacher()
-        if result is None:
-            self.progress.enter("optimize")
-            result = self._optimize(teacher)
-            write_json(opt_file, result)
-        else:
-            self.paths.log_event("resume", stage="score", attempt=job.attempts)
-        self.progress.enter("score")
-        scores = self._score(result)
+        outcome = self._optimize()
         self.progress.enter("report")
-        report_files = self._report(result, scores)
+        report_files = self._report(outcome)
         self.progress.enter("publish")
-        self._publish(result, scores, report_files)
+        self._publish(outcome, report_files)
 
     def _load_model(self) -> Any:
         from ld3_core import models
@@ -257,8 +236,8 @@ class _JobRun:
             device=self.settings.device,
         ).resolve(self.model)
 
-    def _cached_pairs(self, kind: str, n: int, seed: int) -> Any:
-        """Teacher pairs (``kind`` "teacher" or "reference"), through the shared cache."""
+    def _cached_pairs(self, split: str, n: int, seed: int) -> Any:
+        """Teacher pairs of one split, through the cache shared by every job on the model."""
         from ld3_core import teacher as teacher_mod
         from registry import artifacts as artifact_repo
 
@@ -268,205 +247,87 @@ class _JobRun:
         # where and in what batches it runs does not change the pairs: not part of the key
         teacher_key = {k: v for k, v in cfg.to_dict().items() if k not in ("device", "batch_size")}
         key = cache_key(
-            kind=kind, model=self.job.model_id, teacher=teacher_key, seed=seed, n=n,
+            kind="teacher", model=self.job.model_id, teacher=teacher_key, seed=seed, n=n,
             guidance_scale=o.guidance_scale, prompts=o.prompts,
         )
-        path = self.paths.cache_file(kind, key)
-        full_key = f"{kind}:{key}"
+        path = self.paths.cache_file("teacher", key)
+        full_key = f"teacher:{key}"
         with self.session_factory() as session:
             row = artifact_repo.find_artifact(session, full_key)
         if row is not None and not path.is_file():
             path = artifact_repo.resolve_path(self.settings, row.path)
-        progress = self.progress if kind == "teacher" else None
-        data = teacher_mod.generate(self.model, n, cfg, seed=seed, path=path, progress=progress)
+        data = teacher_mod.generate(self.model, n, cfg, seed=seed, path=path)
         with self.session_factory() as session:
             artifact_repo.add_artifact(
-                session, None, kind, self.paths.rel(path), key=full_key,
-                meta={"model": self.job.model_id, "n": n, "seed": seed, "teacher": cfg.to_dict()},
+                session, None, "teacher", self.paths.rel(path), key=full_key,
+                meta={"model": self.job.model_id, "n": n, "seed": seed, "split": split,
+                      "teacher": cfg.to_dict()},
             )
         return data
 
-    def _teacher(self) -> Any:
-        o = self.opts
-        assert o is not None
-        return self._cached_pairs("teacher", o.n_train + o.n_val, o.seed)
+    def _optimize(self) -> Any:
+        """:func:`ld3_core.optimize.optimize_schedule` with the job's options (resumable)."""
+        from ld3_core.optimize import optimize_schedule
 
-    def _optimize(self, teacher: Any) -> dict[str, Any]:
         job, o = self.job, self.opts
         assert o is not None
-        if job.kind == "trust_region":
-            from ld3_core import trust_region
-
-            p = o.p if o.p is not None else (2 if getattr(self.model, "latent", False) else 1)
-            ts = trust_region.optimize(
-                self.model.schedule, job.nfe, job.solver, job.order, p=p, init=o.init or "logsnr"
-            )
-            self.progress.report("optimize", 1.0)
-            return {"timesteps": [float(v) for v in ts], "model_timesteps": None,
-                    "p": p, "init": o.init or "logsnr"}
-        from ld3_core import ld3
-
-        overrides: dict[str, Any] = {"n_train": o.n_train, "n_val": o.n_val}
-        if o.epochs is not None:
-            overrides["epochs_phase1"] = o.epochs // 3
-            overrides["epochs_phase2"] = o.epochs - o.epochs // 3
-        if o.batch_size is not None:
-            overrides["batch_size"] = o.batch_size
-        if o.lr is not None:
-            overrides["lr_xi"] = o.lr
-        if self.settings.device is not None:
-            overrides["device"] = self.settings.device
-        learned = ld3.learn(
-            self.model, job.solver, job.order, job.nfe,
-            teacher=teacher, metric=o.metric, decoupled=o.decoupled, seed=o.seed,
-            progress=self.progress, checkpoint_dir=self.paths.ckpt_dir / "ld3",
-            init=o.init or "best_heuristic", **overrides,
+        outcome = optimize_schedule(
+            self.model, job.kind, job.solver, job.order, job.nfe, seed=o.seed,
+            progress=self.progress, checkpoint_dir=self.paths.ckpt_dir / "optimize",
+            teacher_provider=self._cached_pairs, device=self.settings.device,
+            **o.optimize_options(),
         )
-        self.paths.log_event("optimized", attempt=job.attempts,
-                             first_iteration=self.progress.first_iteration)
-        out = learned.to_dict()
-        out["history"] = out.get("history", [])[-200:]
-        return out
+        self.paths.log_event("optimized", attempt=job.attempts, winner=outcome.winner,
+                             source=outcome.source, first_iteration=self.progress.first_iteration)
+        return outcome
 
-    def _reference(self) -> Any:
-        """Reference for the FD: teacher-solver samples (decoded) or an ``.npz`` path."""
-        o = self.opts
-        assert o is not None
-        if o.reference != "teacher":
-            return o.reference
-        data = self._cached_pairs("reference", o.n_score_samples, o.seed + REFERENCE_SEED_OFFSET)
-        x0 = data.x_0
-        decode = getattr(self.model, "decode", None)
-        if decode is not None:
-            with torch.no_grad():
-                x0 = decode(x0.to(self._device())).cpu()
-        return x0
-
-    def _extractor(self) -> Any:
-        from ld3_core import evaluation
-
-        if self._extractor_obj is None:
-            o = self.opts
-            assert o is not None
-            name = o.extractor or evaluation.default_extractor_for(self.model)
-            self._extractor_obj = evaluation.get_extractor(name, device=str(self._device()))
-        return self._extractor_obj
-
-    def _reference_stats(self) -> tuple[Any, Any]:
-        """(mu, sigma) of the FD reference in the extractor's feature space (computed once)."""
-        from ld3_core import evaluation
-
-        if self._ref_stats is None:
-            mu, sigma, _ = evaluation.reference_stats(self._reference(), self._extractor())
-            self._ref_stats = (mu, sigma)
-        return self._ref_stats
-
-    def _device(self) -> torch.device:
-        """Where the model's network lives (``LD3_DEVICE``, else what the model says)."""
-        if self.settings.device:
-            return torch.device(self.settings.device)
-        from ld3_core.evaluation.sampling import model_device
-
-        return model_device(self.model)
-
-    def _candidates(self, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        from ld3_core.heuristics import all_heuristics
-
-        cands: dict[str, dict[str, Any]] = {
-            self.job.kind: {"timesteps": result["timesteps"],
-                            "model_timesteps": result.get("model_timesteps")},
-        }
-        for name, ts in all_heuristics(self.job.nfe, self.model.schedule).items():
-            cands[name] = {"timesteps": [float(v) for v in ts], "model_timesteps": None}
-        return cands
-
-    def _score(self, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        from ld3_core import evaluation
-
-        job, o = self.job, self.opts
-        assert o is not None
-        score_file = self.paths.ckpt_dir / "scores.json"
-        done: dict[str, dict[str, Any]] = read_json(score_file) or {}
-        cands = self._candidates(result)
-        todo = [name for name in cands if name not in done]
-        if not todo:
-            return done
-        extractor, (mu, sigma) = self._extractor(), self._reference_stats()
-        for i, name in enumerate(todo):
-            c = cands[name]
-            mts = c.get("model_timesteps")
-            samples = evaluation.sample(
-                self.model,
-                torch.tensor(c["timesteps"], dtype=torch.float64),
-                job.solver, job.order, o.n_score_samples, seed=o.seed + SCORE_SEED_OFFSET,
-                model_timesteps=None if mts is None else torch.tensor(mts, dtype=torch.float64),
-                batch_size=o.score_batch_size, device=self._device(),
-            )
-            res = evaluation.score_samples(samples, (mu, sigma), extractor)
-            done[name] = {**c, "fd": float(res["fd"]), "extractor": res.get("extractor"),
-                          "n": int(res.get("n", o.n_score_samples))}
-            write_json(score_file, done)
-            self.progress.report("score", (len(cands) - len(todo) + i + 1) / len(cands))
-        return done
-
-    def _report(
-        self, result: dict[str, Any], scores: dict[str, dict[str, Any]]
-    ) -> dict[str, str]:
-        """Write the report (every candidate at the job's NFE, plus heuristics and the trust
-        region at ``report_nfes`` for the FD-vs-NFE plot); returns {artifact kind: rel path}."""
+    def _report(self, outcome: Any) -> dict[str, str]:
+        """Write the job's report; returns {artifact kind: path relative to the artifacts}."""
         from ld3_core import report
 
-        job, o = self.job, self.opts
-        assert o is not None
-        table: dict[int, dict[str, Any]] = {job.nfe: scores}
-        extra_nfes = sorted({n for n in o.report_nfes if n != job.nfe})
-        p = result.get("p", 2 if getattr(self.model, "latent", False) else 1)
-        for n in extra_nfes:
-            table[n] = report.candidate_schedules(
-                self.model.schedule, n, job.solver, job.order, p=p
-            )
-        out = report.write_report(
-            self.paths.report_dir, self.model, job.solver, job.order, sorted(table), table,
-            seed=o.seed + SCORE_SEED_OFFSET,
-            reference=self._reference_stats() if extra_nfes else None,
-            extractor=self._extractor() if extra_nfes else None,
-            n_score=o.n_score_samples,
-            grid_nfe=job.nfe,
+        job = self.job
+        names = report.write_job_report(
+            self.paths.report_dir, outcome,
+            title=f"{job.model_id} {job.solver}-{job.order}",
             extra={"job_id": self.job_id, "kind": job.kind, "options": dict(job.options or {})},
         )
-        files = {
-            "report_json": out.get("report_json"),
-            "grid_png": out.get("grid"),
-            "fd_plot_png": out.get("fd_vs_nfe"),
-        }
-        return {kind: self.paths.rel(p) for kind, p in files.items() if p and _exists(p)}
+        files = {"report_json": names["report_json"], "grid_png": names["grid"],
+                 "fd_plot_png": names["fd_vs_nfe"]}
+        return {kind: self.paths.rel(self.paths.report_dir / name)
+                for kind, name in files.items() if _exists(self.paths.report_dir / name)}
 
-    def _publish(
-        self,
-        result: dict[str, Any],
-        scores: dict[str, dict[str, Any]],
-        report_files: dict[str, str],
-    ) -> None:
+    def _publish(self, outcome: Any, report_files: dict[str, str]) -> None:
         from registry.schedules import publish_result
 
         job = self.job
-        own = scores[job.kind]
-        heuristics = {k: v["fd"] for k, v in scores.items() if k != job.kind}
+        own = outcome.scores[outcome.winner]
+        heuristics = {k: v["fd"] for k, v in outcome.scores.items()
+                      if v["source"].startswith("heuristic:")}
         extra = {
+            "source": outcome.source,
+            "winner": outcome.winner,
+            "best_heuristic": outcome.best_heuristic,
+            "gain": outcome.gain,
+            "summary": outcome.summary(),
+            "fd_ci": own.get("fd_ci"),
+            "noise_floor": outcome.noise_floor,
             "heuristic_scores": heuristics,
+            "candidates": {k: {"fd": v["fd"], "fd_ci": v["fd_ci"], "source": v["source"]}
+                           for k, v in outcome.scores.items()},
+            "splits": outcome.splits,
             "options": dict(job.options or {}),
+            "settings": outcome.details.get("settings"),
             "attempts": int(job.attempts or 1),
         }
-        for key in ("val_loss", "heuristic_val_losses", "p", "init"):
-            if result.get(key) is not None:
-                extra[key] = result[key]
-        score = own["fd"] if math.isfinite(own["fd"]) else None
+        fd = float(own["fd"])
         with self.session_factory() as session:
             publish_result(
                 session, self.job_id,
-                timesteps=result["timesteps"],
-                model_timesteps=result.get("model_timesteps"),
-                score=score, metric="fd", extractor=own.get("extractor"),
+                timesteps=[float(v) for v in outcome.timesteps],
+                model_timesteps=None if outcome.model_timesteps is None
+                else [float(v) for v in outcome.model_timesteps],
+                score=fd if math.isfinite(fd) else None, metric="fd",
+                extractor=outcome.details.get("extractor"),
                 noise_schedule=self.model.schedule.config(),
                 extra=extra, artifacts=report_files,
             )
