@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from ld3_core.atomic_io import atomic_torch_save, atomic_write_text
-from ld3_core.heuristics import HEURISTICS, discretize
+from ld3_core.heuristics import HEURISTICS, NAMES, discretize
 from ld3_core.models.wrapper import DiffusionModel
 
 DEFAULTS: dict[str, Any] = {
@@ -112,9 +112,9 @@ class TeacherConfig:
                 f"teacher solver {self.solver!r} supports orders 1..{max_order(self.solver)}, "
                 f"got {self.order}"
             )
-        if self.discretization != "best" and self.discretization not in HEURISTICS:
+        if self.discretization != "best" and self.discretization not in NAMES:
             raise ValueError(
-                f"teacher discretization must be 'best' or one of {HEURISTICS}, "
+                f"teacher discretization must be 'best' or one of {NAMES}, "
                 f"got {self.discretization!r}"
             )
         if self.dtype not in _DTYPES:

@@ -19,10 +19,15 @@ and extends them to k = 4 (iPNDM). The data-prediction error at lambda is modell
 
 Objective: order-1 steps add ``|J eps_s|``; higher-order steps accumulate the signed terms
 ``eps_node J_j`` per evaluation node into a vector ``c`` and the objective adds ``sum_i |c_i|``,
-except for the first ``trunc`` steps (``trunc = 3`` when NFE <= 7, else 0), which add the L2 norm
-of their own term vector. The per-step orders are those the solver uses
-(:func:`ld3_core.solvers.step_orders`). The "stepwise" variant adds the L2 norm of every step's
-own terms (no cancellation between steps; see docs/trust-region.md for why it exists).
+except for the first ``trunc`` steps, which add the L2 norm of their own term vector.
+
+Variants: "paper" is the objective of the authors' ``step_optim.py``: the local orders
+``1, 2, 3, ..., 3, 2, 1`` whatever the sampler (:func:`paper_orders`) and ``trunc = 3`` at every
+NFE (its comment suggests 0 above NFE 7, but the code keeps ``truncNum = 3``; with 0 the signed
+sums cancel and it measured worse at NFE >= 8; ``trunc=0`` still selects that rule).
+"stepwise" uses the sampler's own orders (:func:`ld3_core.solvers.step_orders`) and adds the
+L2 norm of every step's own terms (``trunc = N``: no cancellation between steps). See
+docs/trust-region.md for the measurements behind the default.
 
 The problem is solved with SciPy's ``minimize(method="trust-constr")`` with an exact analytic
 gradient (float64 adjoint of the Vandermonde solves, checked against finite differences in the
@@ -76,9 +81,42 @@ def solver_orders(nfe: int, solver: str, order: int) -> list[int]:
     return [int(k) for k in step_orders(nfe, order, lower_order_final=True)]
 
 
+PAPER_TRUNC = 3  # ``truncNum`` of the authors' step_optim.py, used at every NFE
+
+
+def paper_orders(nfe: int) -> list[int]:
+    """The local orders of the authors' ``step_optim.py``: ``1, 2, 3, ..., 3, 2, 1``.
+
+    Step s uses ``min(3, s + 1, nfe - s)`` nodes whatever the sampler (the pattern of a
+    third-order multistep solver with a lower-order warm-up and tail). The "paper" variant
+    uses it; on order-2 samplers it measured better than the sampler's own orders
+    (docs/trust-region.md).
+    """
+    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
+        raise ValueError(f"nfe must be a positive integer, got {nfe!r}")
+    return [min(3, s + 1, nfe - s) for s in range(nfe)]
+
+
+def variant_orders(variant: str, nfe: int, solver: str, order: int) -> list[int]:
+    """Per-step orders the objective of ``variant`` uses: :func:`paper_orders` for "paper",
+    :func:`solver_orders` (the sampler's own) for "stepwise". Validates all arguments."""
+    orders = solver_orders(nfe, solver, order)
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    return paper_orders(nfe) if variant == "paper" else orders
+
+
 def default_trunc(nfe: int) -> int:
-    """The paper's stabilising ``trunc``: 3 leading L2-norm steps when ``nfe <= 7``, else 0."""
-    return 3 if nfe <= 7 else 0
+    """The "paper" variant's ``trunc``: 3 leading L2-norm steps at every NFE.
+
+    This is what the authors' ``step_optim.py`` does (``truncNum = 3``). Its comment (and an
+    earlier version of this module) proposes 0 for NFE > 7; that rule lets the signed per-node
+    sums cancel and measured 1.05-2.2x worse at NFE >= 8 (docs/trust-region.md). ``nfe`` is
+    kept for the signature; pass ``trunc=0`` explicitly to get the comment's rule.
+    """
+    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
+        raise ValueError(f"nfe must be a positive integer, got {nfe!r}")
+    return PAPER_TRUNC
 
 
 # --------------------------------------------------------------------------------------------
@@ -328,7 +366,7 @@ def objective(
     if t.ndim != 1 or t.numel() < 2:
         raise ValueError("timesteps must be a 1-D tensor with at least 2 entries")
     nfe = t.numel() - 1
-    orders = solver_orders(nfe, solver, order)
+    orders = variant_orders(variant, nfe, solver, order)
     lam = schedule.lambda_(t)
     if not bool(torch.all(lam[1:] > lam[:-1])):
         raise ValueError("timesteps must be strictly decreasing")
@@ -355,8 +393,14 @@ class TrustRegionResult:
 
     timesteps: (N+1,) float64 decreasing t; lambdas: (N+1,) increasing half log-SNR;
     objective / init_objective: objective value at the result / at the initialization;
-    orders: per-step orders used; trunc, p, init: the settings; iterations, seconds, success,
-    message: SciPy's report.
+    orders: per-step orders used; trunc, p, init: the settings; iterations, seconds, message:
+    SciPy's report (of the run that produced the result).
+    success: True when the optimizer converged (the last trust-constr stage of the run that
+    produced the result stopped on gtol / xtol or on the stall rule, not on ``maxiter``) and the
+    objective is finite and not above ``init_objective``. False means: more iterations might
+    still improve the objective (the returned point is still the best one found).
+    extra: ``restarted_from`` (heuristic of the restart, or None), ``margin`` (smallest lambda
+    step), ``variant``, ``converged``, ``improved`` (objective < init_objective).
     """
 
     timesteps: Tensor
@@ -369,7 +413,7 @@ class TrustRegionResult:
     init: str
     iterations: int = 0
     seconds: float = 0.0
-    success: bool = True
+    success: bool = False
     message: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -466,19 +510,25 @@ class _Stall:
             raise StopIteration
 
 
+_CONVERGED = {1: "gtol", 2: "xtol", 3: "stall"}  # trust-constr statuses that mean "converged"
+
+
 def _run_stages(
     obj: _Objective, lam_start: np.ndarray, margin: float, smoothing: tuple[float, ...],
     maxiter: int, patience: int,
-) -> tuple[np.ndarray, float, int, str]:
+) -> tuple[np.ndarray, float, int, str, bool]:
     """Continuation over ``smoothing`` from ``lam_start``; returns the best full lambda vector
-    (exact objective, start included), its objective, the iteration count and SciPy's last
-    message."""
+    (exact objective, start included), its objective, the iteration count, SciPy's last
+    message and whether the last stage converged (trust-constr status 1 = gtol, 2 = xtol, or 3
+    = our stall rule: no 1e-6 relative gain in ``patience`` iterations; not 0 = ``maxiter``
+    reached, nor 4 = constraint violation)."""
     nfe = lam_start.size - 1
     lam0, lam1 = float(lam_start[0]), float(lam_start[-1])
     f_start = obj(lam_start, grad=False)[0]
     lam_best, f_best, iterations, message = lam_start, f_start, 0, "no interior time steps"
+    converged = True
     if nfe < 2:
-        return lam_best, f_best, iterations, message
+        return lam_best, f_best, iterations, message, converged
     scale = f_start if f_start > 0 and math.isfinite(f_start) else 1.0
     constraint = _difference_constraint(nfe, lam0, lam1, margin)
     x = lam_start[1:-1].copy()
@@ -501,12 +551,13 @@ def _run_stages(
             )
         iterations += int(res.nit)
         message = str(res.message)
+        converged = int(res.status) in _CONVERGED
         x = stall.best_x if stall.best_x is not None else res.x
         lam = _repair(np.concatenate([[lam0], x, [lam1]]), 0.5 * margin)
         f = obj(lam, grad=False)[0]
         if math.isfinite(f) and f < f_best:
             lam_best, f_best = lam, f
-    return lam_best, f_best, iterations, message
+    return lam_best, f_best, iterations, message, converged
 
 
 def optimize_detailed(
@@ -547,7 +598,7 @@ def optimize_detailed(
     Raises ``ValueError`` on bad input.
     """
     _validate(schedule, nfe, p, init)
-    orders = solver_orders(nfe, solver, order)
+    orders = variant_orders(variant, nfe, solver, order)
     if not 0.0 < float(min_step_fraction) < 1.0:
         raise ValueError(f"min_step_fraction must lie in (0, 1), got {min_step_fraction!r}")
     trunc = _resolve_trunc(variant, trunc, nfe)
@@ -563,7 +614,7 @@ def optimize_detailed(
     obj = _Objective(schedule, orders, p, trunc)
     lam_init = _initial_lambdas(schedule, nfe, init, margin)
     f_init = obj(lam_init, grad=False)[0]
-    lam_best, f_best, iterations, message = _run_stages(
+    lam_best, f_best, iterations, message, converged = _run_stages(
         obj, lam_init, margin, smoothing, maxiter, patience
     )
     restarted_from = None
@@ -573,12 +624,12 @@ def optimize_detailed(
         name = min(heur_f, key=heur_f.__getitem__)
         if heur_f[name] < f_best:
             restarted_from = name
-            lam2, f2, it2, message = _run_stages(
+            lam2, f2, it2, message2, converged2 = _run_stages(
                 obj, heur[name], margin, smoothing, maxiter, patience
             )
             iterations += it2
             if f2 < f_best:
-                lam_best, f_best = lam2, f2
+                lam_best, f_best, message, converged = lam2, f2, message2, converged2
     lam_t = torch.as_tensor(lam_best, dtype=torch.float64)
     t = schedule.t_of_lambda(lam_t).detach().clone()
     t[0], t[-1] = schedule.t_max, schedule.t_min
@@ -587,8 +638,13 @@ def optimize_detailed(
     return TrustRegionResult(
         timesteps=t, lambdas=lam_t, objective=f_best, init_objective=f_init, orders=orders,
         trunc=trunc, p=p, init=init, iterations=iterations,
-        seconds=time.perf_counter() - start, success=True, message=message,
-        extra={"restarted_from": restarted_from, "margin": margin, "variant": variant},
+        seconds=time.perf_counter() - start,
+        success=bool(converged and math.isfinite(f_best) and f_best <= f_init),
+        message=message,
+        extra={
+            "restarted_from": restarted_from, "margin": margin, "variant": variant,
+            "converged": converged, "improved": bool(f_best < f_init),
+        },
     )
 
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ld3_core.heuristics import HEURISTICS
+from ld3_core.heuristics import NAMES as HEURISTIC_NAMES
 
 
 class JobOptions(BaseModel):
@@ -92,14 +92,14 @@ class JobOptions(BaseModel):
     @field_validator("teacher_discretization")
     @classmethod
     def _known_discretization(cls, value: str | None) -> str | None:
-        if value is not None and value != "best" and value not in HEURISTICS:
-            raise ValueError(f"must be 'best' or one of {', '.join(HEURISTICS)}")
+        if value is not None and value != "best" and value not in HEURISTIC_NAMES:
+            raise ValueError(f"must be 'best' or one of {', '.join(HEURISTIC_NAMES)}")
         return value
 
     @field_validator("init")
     @classmethod
     def _known_init(cls, value: str | None) -> str | None:
-        allowed = (*HEURISTICS, "best_heuristic", "trust_region")
+        allowed = (*HEURISTIC_NAMES, "best_heuristic", "trust_region")
         if value is not None and value not in allowed:
             raise ValueError(f"must be one of {', '.join(allowed)}")
         return value

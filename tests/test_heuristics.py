@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ld3_core.heuristics import HEURISTICS, all_heuristics, discretize
+from ld3_core.heuristics import HEURISTICS, NAMES, all_heuristics, discretize
 from ld3_core.schedules import EDM, DiscreteVP, NoiseSchedule, VPCosine, VPLinear
 
 SCHEDULES: dict[str, NoiseSchedule] = {
@@ -29,7 +29,9 @@ def _expected(name: str, n: int, s: NoiseSchedule, rho: float = 7.0) -> np.ndarr
     t_min, t_max = s.t_min, s.t_max
     if name == "uniform":
         return t_max + (i / n) * (t_min - t_max)
-    if name == "quadratic":
+    if name == "quadratic":  # DPM-Solver's time_quadratic: linspace in sqrt(t), squared
+        return np.linspace(np.sqrt(t_max), np.sqrt(t_min), n + 1) ** 2
+    if name == "quadratic_tmin":
         return ((n - i) / n) ** 2 * (t_max - t_min) + t_min
     lam_max = float(s.lambda_(torch.tensor(t_min, dtype=torch.float64)))
     lam_min = float(s.lambda_(torch.tensor(t_max, dtype=torch.float64)))
@@ -47,7 +49,7 @@ def _expected(name: str, n: int, s: NoiseSchedule, rho: float = 7.0) -> np.ndarr
 
 
 @pytest.mark.parametrize("sched_name", list(SCHEDULES))
-@pytest.mark.parametrize("name", HEURISTICS)
+@pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("n", [1, 2, 5, 10, 37])
 def test_heuristic_matches_formula(sched_name: str, name: str, n: int) -> None:
     s = SCHEDULES[sched_name]
@@ -94,3 +96,15 @@ def test_bad_nfe_raises(bad_nfe) -> None:
 def test_unknown_name_raises() -> None:
     with pytest.raises(ValueError, match="unknown heuristic"):
         discretize("cosine", 10, VPLinear())
+
+
+def test_quadratic_is_dpm_solvers_time_quadratic_and_differs_from_quadratic_tmin() -> None:
+    s = VPLinear()
+    t = discretize("quadratic", 4, s).numpy()
+    np.testing.assert_allclose(np.sqrt(t), np.linspace(1.0, np.sqrt(1e-3), 5), rtol=1e-12)
+    old = discretize("quadratic_tmin", 4, s).numpy()
+    # The two curves agree at the ends only; the t_min-anchored one ends closer to t_min.
+    assert old[3] == pytest.approx(1e-3 + 0.0625 * (1.0 - 1e-3), rel=1e-12)
+    assert t[3] == pytest.approx((0.25 + 0.75 * np.sqrt(1e-3)) ** 2, rel=1e-12)
+    assert np.all(old[1:-1] < t[1:-1])
+    assert "quadratic_tmin" in NAMES and "quadratic_tmin" not in HEURISTICS

@@ -249,3 +249,64 @@ def test_objective_rejects_bad_timesteps():
         tr.objective(torch.tensor([0.5]), schedule)
     with pytest.raises(ValueError):
         tr.lagrange_weights(np.linspace(-1, 1, 5), [0], 2)  # step 0 has one evaluation only
+
+
+def _step_optim_objective(lam: np.ndarray, p: float, trunc: int = 3) -> float:
+    """The objective of the authors' step_optim.py (VP schedules), written out independently:
+    orders 1, 2, 3, ..., 3, 2, 1; steps s < trunc of order >= 2 add the L2 norm of their terms,
+    later ones accumulate signed terms per node; order-1 steps add |J eps|."""
+    n = lam.size - 1
+    alpha = 1.0 / np.sqrt(1.0 + np.exp(-2.0 * lam))
+    sigma = 1.0 / np.sqrt(1.0 + np.exp(2.0 * lam))
+    err = sigma**p / alpha
+    total, c = 0.0, np.zeros(n + 1)
+    for s in range(n):
+        k = 1 if s in (0, n - 1) else 2 if s in (1, n - 2) else 3
+        weights = _closed_forms(lam, s, k)
+        nodes = range(s - k + 1, s + 1)
+        terms = [w * err[i] for w, i in zip(weights, nodes, strict=True)]
+        if k == 1:
+            total += abs(terms[0])
+        elif s < trunc:
+            total += math.sqrt(sum(x * x for x in terms))
+        else:
+            for i, x in zip(nodes, terms, strict=True):
+                c[i] += x
+    return total + float(np.abs(c).sum())
+
+
+@pytest.mark.parametrize("nfe", [5, 10, 16])
+@pytest.mark.parametrize("p", [1.0, 2.0])
+def test_paper_variant_is_the_step_optim_objective(nfe, p):
+    """variant="paper" = the official code at every NFE (trunc 3 also above NFE 7, and the
+    1-2-3..3-2-1 orders whatever the sampler)."""
+    schedule = SCHEDULES["vp_linear"]
+    assert tr.default_trunc(nfe) == 3
+    assert tr.paper_orders(nfe) == [min(3, s + 1, nfe - s) for s in range(nfe)]
+    for name in ("logsnr", "uniform", "quadratic"):
+        ts = heuristics.discretize(name, nfe, schedule)
+        lam = schedule.lambda_(ts).numpy()
+        expected = _step_optim_objective(lam, p)
+        for solver, order in (("unipc", 2), ("dpm++", 3), ("euler", 1)):
+            ours = tr.objective(ts, schedule, solver, order, p, variant="paper")
+            assert ours == pytest.approx(expected, rel=1e-9), (name, solver)
+    # trunc 0 (the step_optim.py comment's rule above NFE 7) is a different objective
+    ts = heuristics.discretize("logsnr", nfe, schedule)
+    assert tr.objective(ts, schedule, "unipc", 2, p, variant="paper", trunc=0) != pytest.approx(
+        tr.objective(ts, schedule, "unipc", 2, p, variant="paper"), rel=1e-6)
+    res = tr.optimize_detailed(schedule, nfe, "unipc", 2, p, variant="paper", maxiter=30)
+    assert res.trunc == 3 and res.orders == tr.paper_orders(nfe)
+
+
+def test_success_means_converged():
+    schedule = SCHEDULES["vp_linear"]
+    done = tr.optimize_detailed(schedule, 8, "unipc", 2, variant="stepwise")
+    assert done.success and done.extra["converged"] and done.extra["improved"]
+    assert done.objective < done.init_objective
+    cut = tr.optimize_detailed(schedule, 12, "unipc", 2, variant="paper", maxiter=2,
+                               restart=False)
+    assert not cut.success and not cut.extra["converged"]
+    assert "maximum number" in cut.message
+    assert cut.to_dict()["success"] is False
+    # nothing to optimize (no interior time): trivially converged
+    assert tr.optimize_detailed(schedule, 1, "unipc", 2).success

@@ -5,12 +5,11 @@ The error measure is the mean over 32 fixed x_T of ``||x_solver - x_exact||_2`` 
 compared are 1e-1 .. 1, so the reference is exact for this purpose). Measured ratios (error /
 logSNR error) are in docs/trust-region.md (``python bench/trust_region.py``).
 
-Finding (reported, not tuned away): the paper's objective ("paper" variant) beats
-uniform-lambda steps at NFE 5, 6 and 8 but NOT at NFE 10 on this model (ratio 1.07-1.27 over
-x_T sets, unipc and dpm++ order 2; at NFE 8 its gain for dpm++ is small, ratio 0.87-0.98 with
-32-64 samples). For NFE > 7 its trunc rule is 0, and its signed per-node sums let the optimizer
-drive the weights of interior nodes to cancel, which the model's real error does not follow.
-The "stepwise" variant (L2 norm per step, no cancellation) beats logSNR at every NFE tested.
+Findings (reported, not tuned away; docs/trust-region.md): the paper's objective ("paper"
+variant, as the authors' step_optim.py: trunc 3 at every NFE, orders 1-2-3..3-2-1) beats
+uniform-lambda steps at NFE 5-10 on this model for unipc-2 (dpm++-2: NFE 5-8, about even at
+10) and loses above; the "stepwise" variant (the sampler's orders, L2 norm per step, no
+cancellation) beats logSNR at every NFE 4-15 tested here.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ld3_core.heuristics import HEURISTICS, discretize
+from ld3_core.heuristics import HEURISTICS, NAMES, discretize
 from ld3_core.ld3 import checkpoint as ckpt
 from ld3_core.ld3.config import LD3Config, make_config
 from ld3_core.ld3.distances import check_metric, get_distance
@@ -23,7 +23,7 @@ from ld3_core.models.wrapper import DiffusionModel
 from ld3_core.teacher import TeacherConfig, TeacherData, generate, model_device
 
 Progress = Callable[[dict[str, Any]], None]
-INITS = ("best_heuristic", "trust_region", *HEURISTICS)
+INITS = ("best_heuristic", "trust_region", *NAMES)
 
 
 class Cancelled(Exception):  # noqa: N818 - the name is part of the public contract
