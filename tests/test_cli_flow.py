@@ -107,6 +107,22 @@ def test_submit_status_get_against_ld3_serve(embedded_server, capsys):
     code, out, err = _run(["get", MODEL, "unipc", "4", "--url", url], capsys)
     assert code == 0 and json.loads(out)["interpolated"] is True, err
 
+    # NFE 1: every schedule is [t_max, t_min], so nothing beats the heuristics: the job must
+    # publish one, and say so, with source "heuristic:<name>"
+    code, out, err = _run(
+        ["submit", "trust_region", MODEL, "dpm++", "1", "--order", "1", "-o",
+         "n_score_samples=32", "-o", "teacher_nfe=6", "--wait", "--url", url,
+         "--token", "s3cret"],
+        capsys,
+    )
+    assert code == 0, err
+    assert "published the heuristic" in out and "no learned schedule beat it" in out, out
+    code, out, err = _run(["get", MODEL, "dpm++", "1", "--order", "1", "--url", url], capsys)
+    native = json.loads(out)
+    assert code == 0 and native["source"].startswith("heuristic:"), out
+    assert native["best_heuristic"] == native["source"].split(":", 1)[1]
+    assert native["ratio_to_best_heuristic"] == pytest.approx(1.0)
+
     code, out, err = _run(["get", MODEL, "euler", "3", "--url", url], capsys)
     assert code == 1 and "404" in err and len(err.strip().splitlines()) == 1
     code, out, err = _run(["submit", "ld3", "builtin:nope", "unipc", "3", "--url", url,

@@ -43,26 +43,26 @@ def _score(fd: float, boot: np.ndarray) -> CandidateScore:
 def test_selection_rule_publishes_learned_only_beyond_the_interval():
     t = torch.linspace(1.0, 1e-3, 5, dtype=torch.float64)
     cands = [Candidate("uniform", "heuristic:uniform", t),
-             Candidate("logsnr", "heuristic:logsnr", t), Candidate("ld3[init=logsnr]", "ld3", t)]
+             Candidate("logsnr", "heuristic:logsnr", t), Candidate("ld3@logsnr", "ld3", t)]
     rng = np.random.default_rng(0)
     base = 1.0 + 0.05 * rng.standard_normal(200)
     # clearly better: every paired resample has ratio ~0.6 -> published as learned
     scores = {"uniform": _score(2.0, 2 * base), "logsnr": _score(1.0, base),
-              "ld3[init=logsnr]": _score(0.6, 0.6 * base * (1 + 0.01 * rng.standard_normal(200)))}
+              "ld3@logsnr": _score(0.6, 0.6 * base * (1 + 0.01 * rng.standard_normal(200)))}
     winner, best_h, gain, table = select_winner(cands, scores)
     assert (winner.source, best_h) == ("ld3", "logsnr")
     assert gain["ratio"] == pytest.approx(0.6) and gain["ratio_ci"][1] < 1.0
     assert table["uniform"]["ratio_to_best_heuristic"] == pytest.approx(2.0)
     # lower point estimate, but the paired interval straddles 1 -> the heuristic is published
     noisy = 0.97 * base * (1 + 0.2 * rng.standard_normal(200))
-    scores["ld3[init=logsnr]"] = _score(0.97, noisy)
+    scores["ld3@logsnr"] = _score(0.97, noisy)
     winner, best_h, gain, _ = select_winner(cands, scores)
     assert winner.source == "heuristic:logsnr" and gain["learned_ratio"] == pytest.approx(0.97)
     assert gain["learned_ratio_ci"][0] < 1.0 < gain["learned_ratio_ci"][1]
     assert "not separable" in gain["verdict"]
     # a heuristic already at round-off from the teacher is never beaten
     scores = {"uniform": _score(2e-14, 2e-14 * base), "logsnr": _score(1e-14, 1e-14 * base),
-              "ld3[init=logsnr]": _score(1e-15, 1e-15 * base)}
+              "ld3@logsnr": _score(1e-15, 1e-15 * base)}
     winner, *_ = select_winner(cands, scores, exact_fd=1e-9)
     assert winner.source == "heuristic:logsnr"
 
@@ -104,7 +104,7 @@ def test_splits_are_disjoint_and_every_candidate_is_scored(gmm, tmp_path):
     assert out.splits["select"]["n"] == 96
     names = set(out.scores)
     assert {"uniform", "quadratic", "edm", "logsnr", "trust_region"} <= names
-    assert any(n.startswith("ld3[init=") for n in names)
+    assert any(n.startswith("ld3@") for n in names)
     assert any("+refine" in n for n in names)
     for entry in out.scores.values():
         lo, hi = entry["fd_ci"]

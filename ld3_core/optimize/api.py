@@ -278,7 +278,7 @@ class _Job:
                 progress=sub, checkpoint_dir=ck, init=by_name[start].timesteps,
                 n_train=self.cfg.n_train, n_val=self.cfg.n_val, **(self.cfg.ld3 or {}),
             )
-            out.append(Candidate(f"ld3[init={start}]", "ld3", res.timesteps.detach().double(),
+            out.append(Candidate(f"ld3@{start}", "ld3", res.timesteps.detach().double(),
                                  None if res.model_timesteps is None
                                  else res.model_timesteps.detach().double()))
             self.details.setdefault("ld3_runs", {})[out[-1].name] = {
@@ -318,7 +318,7 @@ class _Job:
             time_budget_s=self.cfg.refine_time_budget_s, cache=cache, on_eval=on_eval,
         )
         source = "trust_region" if self.kind == "trust_region" else "ld3"
-        cand = Candidate(f"{source}+refine[{start.name}]", source, res.timesteps,
+        cand = Candidate(f"{start.name}+refine", source, res.timesteps,
                          with_offsets(res.timesteps))
         result = {**res.to_dict(), "start": start.name}
         self.details["refine"] = result
