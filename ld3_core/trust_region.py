@@ -106,6 +106,12 @@ def variant_orders(variant: str, nfe: int, solver: str, order: int) -> list[int]
     return paper_orders(nfe) if variant == "paper" else orders
 
 
+def paper_init(latent: bool) -> str:
+    """The paper's initialization: uniform lambda (``"logsnr"``) for pixel models, uniform t
+    (``"uniform"``) for latent models (``unif`` / ``unif_t`` in the authors' code)."""
+    return "uniform" if latent else "logsnr"
+
+
 def default_trunc(nfe: int) -> int:
     """The "paper" variant's ``trunc``: 3 leading L2-norm steps at every NFE.
 

@@ -297,13 +297,15 @@ class _JobRun:
         if job.kind == "trust_region":
             from ld3_core import trust_region
 
-            p = o.p if o.p is not None else (2 if getattr(self.model, "latent", False) else 1)
+            latent = bool(getattr(self.model, "latent", False))
+            p = o.p if o.p is not None else (2 if latent else 1)
+            init = o.init or trust_region.paper_init(latent)
             ts = trust_region.optimize(
-                self.model.schedule, job.nfe, job.solver, job.order, p=p, init=o.init or "logsnr"
+                self.model.schedule, job.nfe, job.solver, job.order, p=p, init=init
             )
             self.progress.report("optimize", 1.0)
             return {"timesteps": [float(v) for v in ts], "model_timesteps": None,
-                    "p": p, "init": o.init or "logsnr"}
+                    "p": p, "init": init}
         from ld3_core import ld3
 
         overrides: dict[str, Any] = {"n_train": o.n_train, "n_val": o.n_val}
