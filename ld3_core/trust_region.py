@@ -24,7 +24,8 @@ except for the first ``trunc`` steps, which add the L2 norm of their own term ve
 Variants: "paper" is the objective of the authors' ``step_optim.py``: the local orders
 ``1, 2, 3, ..., 3, 2, 1`` whatever the sampler (:func:`paper_orders`) and ``trunc = 3`` at every
 NFE (its comment suggests 0 above NFE 7, but the code keeps ``truncNum = 3``; with 0 the signed
-sums cancel and it measured worse at NFE >= 8; ``trunc=0`` still selects that rule).
+sums cancel and it measured 1.6-2.4x worse than logSNR at NFE 8-10 on builtin:gmm-digits;
+``trunc=0`` still selects that rule).
 "stepwise" uses the sampler's own orders (:func:`ld3_core.solvers.step_orders`) and adds the
 L2 norm of every step's own terms (``trunc = N``: no cancellation between steps). See
 docs/trust-region.md for the measurements behind the default.
@@ -118,7 +119,8 @@ def default_trunc(nfe: int) -> int:
 
     This is what the authors' ``step_optim.py`` does (``truncNum = 3``). Its comment (and an
     earlier version of this module) proposes 0 for NFE > 7; that rule lets the signed per-node
-    sums cancel and measured 1.05-2.2x worse at NFE >= 8 (docs/trust-region.md). ``nfe`` is
+    sums cancel and measured 1.6-2.4x worse than logSNR at NFE 8-10 on builtin:gmm-digits
+    (docs/trust-region.md). ``nfe`` is
     kept for the signature; pass ``trunc=0`` explicitly to get the comment's rule.
     """
     if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
