@@ -170,6 +170,22 @@ def _comfyui(t: Tensor, mt: Tensor | None, schedule: NoiseSchedule) -> dict[str,
     }
 
 
+# What a k-diffusion / ComfyUI sampler fed these sigmas reproduces (measured by
+# bench/lower_order_final.py; tests/test_kdiffusion_samplers.py for the equalities).
+SOLVER_MATCH = {
+    "equals": "ld3 solvers run with lower_order_final=False: sample_euler = euler, "
+              "sample_dpmpp_2m = dpm++ order 2, sample_lms(order=k) = ipndm "
+              "variant='variable' order k",
+    "differs_from_ld3_default": "ld3 learns and scores schedules with lower_order_final=True: "
+                                "below NFE 15 its last steps use a lower order (dpm++ order 2: "
+                                "the last step is first order; ipndm order k: the last k-1 "
+                                "steps). k-diffusion keeps the full order there, so its samples "
+                                "differ from the scored ones (0.07-25 % relative difference of the "
+                                "final samples on builtin:gmm-digits, NFE 4-14, largest at low "
+                                "NFE; sometimes better, sometimes worse). Euler is unaffected; "
+                                "so is NFE >= 15.",
+}
+
 _EXPORTERS = {"native": _native, "diffusers": _diffusers, "k-diffusion": _kdiffusion,
               "comfyui": _comfyui}
 
@@ -201,6 +217,9 @@ def to_format(
         - ``k-diffusion``: ``sigmas`` = n+1 kd sigmas followed by ``0.0``.
         - ``comfyui``: ``sigmas`` as the comma-separated text a ``ManualSigmas`` node takes
           (plain decimals, ending in 0.0), ``sigmas_list``, ``node``.
+        - ``k-diffusion`` and ``comfyui`` also carry ``solver_match`` (:data:`SOLVER_MATCH`):
+          which ld3 solver setting their samplers equal (``lower_order_final=False``) and how
+          they differ from ld3's default ``lower_order_final=True``.
 
     Raises:
         ValueError: unknown format, non-decreasing / out-of-range / non-finite timesteps, or
@@ -216,6 +235,8 @@ def to_format(
     if mt is not None:
         mt = mt.double()
     result = _EXPORTERS[fmt](t, mt, schedule)
+    if fmt in ("k-diffusion", "comfyui"):
+        result["solver_match"] = dict(SOLVER_MATCH)
     _check_json_floats(result)
     return result
 

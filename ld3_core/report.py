@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ld3_core.evaluation.grid import save_figure
-from ld3_core.heuristics import HEURISTICS, all_heuristics
+from ld3_core.heuristics import NAMES, all_heuristics
 
 REPORT_JSON = "report.json"
 GRID_PNG = "grid.png"
@@ -55,7 +55,7 @@ def _times(value: Any, what: str) -> list[float]:
 
 def schedule_kind(name: str) -> str:
     """Kind of a candidate by its name: "heuristic", "trust_region", "ld3" or "other"."""
-    if name in HEURISTICS:
+    if name in NAMES:
         return "heuristic"
     if name in ("trust_region", "ld3"):
         return name
@@ -318,7 +318,7 @@ def write_report(
             decreasing t, list or tensor) and optionally ``model_timesteps`` (LD3's decoupled
             times), ``fd``, ``extractor``, ``n``, ``kind`` and any other JSON-able fields (kept
             as is); a bare list/tensor means ``{"timesteps": it}``. Names: the heuristics
-            ("uniform", "quadratic", "edm", "logsnr"), "trust_region", "ld3", or anything else.
+            (``ld3_core.heuristics.NAMES``), "trust_region", "ld3", or anything else.
         seed: seed of the grid's x_T (every row starts from the same x_T) and of scoring.
         reference, extractor, n_score: when given a ``reference`` (images, .npz path or (mu,
             sigma)), entries without ``fd`` are scored with :func:`score_schedules` (``n_score``
@@ -433,7 +433,7 @@ def plot_job_fd(outcome: Any, path: str | Path, title: str = "") -> Path:
             hi.append(max(0.0, float(ci[1]) - float(e["fd"])))
         if not xs:
             continue
-        heuristic = name in HEURISTICS
+        heuristic = name in NAMES
         label = f"{name} *published*" if name == outcome.winner else name
         ax.errorbar(xs, ys, yerr=[lo, hi], fmt="--o" if heuristic else "-s", capsize=3,
                     label=label, linewidth=1.0 if heuristic else 2.0, markersize=5)

@@ -24,7 +24,8 @@ except for the first ``trunc`` steps, which add the L2 norm of their own term ve
 Variants: "paper" is the objective of the authors' ``step_optim.py``: the local orders
 ``1, 2, 3, ..., 3, 2, 1`` whatever the sampler (:func:`paper_orders`) and ``trunc = 3`` at every
 NFE (its comment suggests 0 above NFE 7, but the code keeps ``truncNum = 3``; with 0 the signed
-sums cancel and it measured worse at NFE >= 8; ``trunc=0`` still selects that rule).
+sums cancel and it measured 1.6-2.4x worse than logSNR at NFE 8-10 on builtin:gmm-digits;
+``trunc=0`` still selects that rule).
 "stepwise" uses the sampler's own orders (:func:`ld3_core.solvers.step_orders`) and adds the
 L2 norm of every step's own terms (``trunc = N``: no cancellation between steps). See
 docs/trust-region.md for the measurements behind the default.
@@ -55,8 +56,9 @@ from ld3_core.schedules import NoiseSchedule
 
 INITS = ("logsnr", "uniform", "edm", "quadratic")
 VARIANTS = ("paper", "stepwise")
-# "stepwise" is the default: on builtin:gmm-digits it beats uniform-lambda steps at every NFE
-# 4-20 for unipc and dpm++ (bench/trust_region.py), the paper objective does not above NFE 8.
+# "stepwise" is the default: over builtin:gmm-digits and six analytic zoo models (unipc-2 and
+# dpm++-2, NFE 4-12; bench/trust_region.py, docs/trust-region.md) its error / logSNR error has
+# geometric mean 0.92 against 1.02 for "paper" (the authors' objective).
 DEFAULT_VARIANT = "stepwise"
 DEFAULT_SMOOTHING = (1e-2,)
 _SERIES_BELOW = 0.1  # steps below this use the power series of H_m (no cancellation)
@@ -106,12 +108,19 @@ def variant_orders(variant: str, nfe: int, solver: str, order: int) -> list[int]
     return paper_orders(nfe) if variant == "paper" else orders
 
 
+def paper_init(latent: bool) -> str:
+    """The paper's initialization: uniform lambda (``"logsnr"``) for pixel models, uniform t
+    (``"uniform"``) for latent models (``unif`` / ``unif_t`` in the authors' code)."""
+    return "uniform" if latent else "logsnr"
+
+
 def default_trunc(nfe: int) -> int:
     """The "paper" variant's ``trunc``: 3 leading L2-norm steps at every NFE.
 
     This is what the authors' ``step_optim.py`` does (``truncNum = 3``). Its comment (and an
     earlier version of this module) proposes 0 for NFE > 7; that rule lets the signed per-node
-    sums cancel and measured 1.05-2.2x worse at NFE >= 8 (docs/trust-region.md). ``nfe`` is
+    sums cancel and measured 1.6-2.4x worse than logSNR at NFE 8-10 on builtin:gmm-digits
+    (docs/trust-region.md). ``nfe`` is
     kept for the signature; pass ``trunc=0`` explicitly to get the comment's rule.
     """
     if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
@@ -357,8 +366,9 @@ def objective(
 ) -> float:
     """Trust-region objective of a schedule given as (N+1,) decreasing times ``timesteps`` (t).
 
-    Uses the solver's per-step orders, the ``variant`` ("paper" or "stepwise") and ``trunc``
-    (default: the variant's rule, see :func:`optimize_detailed`). Lower is better; comparable
+    Uses the ``variant``'s per-step orders (:func:`variant_orders`: the sampler's for
+    "stepwise", 1-2-3..3-2-1 for "paper") and ``trunc`` (default: the variant's rule, see
+    :func:`optimize_detailed`). Lower is better; comparable
     between schedules with the same N, solver, order, p and variant. Raises ``ValueError`` on
     bad input.
     """
@@ -579,11 +589,15 @@ def optimize_detailed(
     """Solve the trust-region time-step problem; return a :class:`TrustRegionResult`.
 
     Args: see :func:`optimize`, plus
-        variant: "paper" (the objective of Xue et al.: signed per-node sums ``|c_i|`` after the
-            first ``trunc`` steps) or "stepwise" (every step adds the L2 norm of its own terms,
-            i.e. ``trunc = N``: no cancellation between steps; see docs/trust-region.md).
+        variant: "paper" (the objective of the authors' step_optim.py: orders
+            :func:`paper_orders` = 1-2-3..3-2-1 whatever the sampler, signed per-node sums
+            ``|c_i|`` after the first ``trunc`` = 3 steps at every NFE) or "stepwise" (the
+            sampler's orders :func:`solver_orders`; every step adds the L2 norm of its own
+            terms, i.e. ``trunc = N``: no cancellation between steps; see
+            docs/trust-region.md).
         trunc: number of leading steps that add their L2 norm; overrides the variant's rule
-            (paper: :func:`default_trunc`).
+            (paper: :func:`default_trunc` = 3; ``trunc=0`` is the rule of step_optim.py's
+            comment for NFE > 7).
         min_step_fraction: in (0, 1); the smallest allowed lambda step as a fraction of the
             uniform lambda step (the strict margin of the difference constraint).
         smoothing: continuation sequence of relative widths ``w``: stage i minimizes the
@@ -663,11 +677,13 @@ def optimize(
         schedule: the model's noise schedule (alpha, sigma and the t <-> lambda map).
         nfe: number of steps N (= model evaluations), >= 1.
         solver: one of ``ld3_core.solvers.SOLVERS`` ("euler", "dpm++", "unipc", "ipndm").
-        order: the solver order (1 .. ``max_order(solver)``); per-step orders follow
-            ``ld3_core.solvers.step_orders(nfe, order, lower_order_final=True)``.
+        order: the solver order (1 .. ``max_order(solver)``); the "stepwise" objective uses
+            the per-step orders ``ld3_core.solvers.step_orders(nfe, order,
+            lower_order_final=True)``, "paper" the authors' 1-2-3..3-2-1.
         p: exponent of the error model ``sigma^p / alpha`` (1 pixel, 2 latent models).
-        init: start point, one of "logsnr" (uniform lambda), "uniform" (uniform t), "edm",
-            "quadratic".
+        init: start point, one of "logsnr" (uniform lambda; the paper's for pixel models),
+            "uniform" (uniform t; the paper's for latent models, see :func:`paper_init`),
+            "edm", "quadratic" (DPM-Solver's time-quadratic).
         options: keyword options of :func:`optimize_detailed` (``variant``, ``trunc``,
             ``min_step_fraction``, ``smoothing``, ``maxiter``, ``patience``, ``restart``).
 

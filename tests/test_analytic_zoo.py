@@ -126,7 +126,7 @@ def test_exact_ode_solutions_land_on_the_data_distribution(name: str) -> None:
     sched = model.schedule
     n = 200
     x_T = model.sample_prior(n, torch.Generator().manual_seed(5), dtype=torch.float64)
-    ode = exact_solution(model, x_T, rtol=1e-5).reshape(n, -1)
+    ode = exact_solution(model, x_T, rtol=1e-4).reshape(n, -1)  # errors << sampling noise
     # Exact draws of the same marginal (x at t_min), for the sampling-noise yardstick.
     t = torch.tensor(sched.t_min, dtype=torch.float64)
     alpha, sigma = float(sched.alpha(t)), float(sched.sigma(t))

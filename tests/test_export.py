@@ -124,3 +124,26 @@ def test_bad_input_raises_value_error(fmt, timesteps, model_timesteps, match):
 def test_schedule_must_be_a_noise_schedule():
     with pytest.raises(ValueError, match="NoiseSchedule"):
         to_format("native", [1.0, 0.5], "discrete_vp")
+
+
+def test_kdiffusion_and_comfyui_exports_say_which_solver_setting_they_match():
+    """k-diffusion samplers keep the full order on the last steps: they equal ld3 with
+    lower_order_final=False (tests/test_kdiffusion_samplers.py), which differs from the
+    default the schedules are scored with. The export says so, and the difference is real."""
+    from ld3_core import models
+    from ld3_core.solvers import solve
+
+    model = models.load("builtin:gmm-digits", dtype="float64")
+    ts = discretize("logsnr", 6, model.schedule)
+    for fmt in ("k-diffusion", "comfyui"):
+        match = to_format(fmt, ts, model.schedule)["solver_match"]
+        assert "lower_order_final=False" in match["equals"]
+        assert "lower_order_final=True" in match["differs_from_ld3_default"]
+    assert "solver_match" not in to_format("native", ts, model.schedule)
+    x_T = model.sample_prior(4, torch.Generator().manual_seed(0), dtype=torch.float64)
+    with torch.no_grad():
+        for solver, order, differs in (("dpm++", 2, True), ("euler", 1, False)):
+            a = solve(model, x_T, ts, solver, order)
+            b = solve(model, x_T, ts, solver, order, lower_order_final=False)
+            rel = float((a - b).norm() / a.norm())
+            assert (rel > 1e-3) if differs else (rel < 1e-12), (solver, rel)

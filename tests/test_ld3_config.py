@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ld3_core.ld3 import make_config
+from ld3_core.ld3 import make_config, paper_config
+from ld3_core.ld3.config import PAPER_DIFFERENCES
 from ld3_core.ld3.trainer import PlateauDecay, epoch_permutation
 
 
@@ -20,6 +21,20 @@ def test_paper_defaults_pixel_and_latent():
     lt = make_config(10, latent=True)
     assert lt.lr_xi == 1e-3 and lt.lr_xi_c == pytest.approx(1e-4) and lt.lr_x == 1.2
     assert make_config(4, latent=False, lr_xi=0.1).lr_xi == 0.1
+
+
+def test_paper_config_is_app_b1_exactly():
+    """Only restore_best differs from the paper's text by default; paper_config undoes it."""
+    for latent in (False, True):
+        ours, paper = make_config(7, latent), paper_config(7, latent)
+        diff = {k for k, v in ours.to_dict().items() if paper.to_dict()[k] != v}
+        assert diff == set(PAPER_DIFFERENCES) == {"restore_best"}
+        assert paper.restore_best == "off" and ours.restore_best == "params+state"
+        assert paper.val_every == 1  # validation after every iteration
+        assert paper.lr_x == pytest.approx(12 / 7) and paper.gamma == 1e-3
+    assert paper_config(7, False).lr_xi_c == pytest.approx(0.1 / 7)
+    assert paper_config(7, True).lr_xi_c == pytest.approx(1e-3 / 7)
+    assert paper_config(7, False, restore_best="params").restore_best == "params"
 
 
 @pytest.mark.parametrize(

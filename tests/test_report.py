@@ -127,3 +127,10 @@ def test_bad_input_raises_value_error(tmp_path, model, nfes, table, kwargs):
     order = kwargs.pop("order", 2)
     with pytest.raises(ValueError):
         rp.write_report(tmp_path, model, "unipc", order, nfes, table, **kwargs)
+
+
+def test_schedule_kind_knows_every_heuristic_name():
+    for name in heuristics.NAMES:  # quadratic_tmin (the pre-issue-12 quadratic) included
+        assert rp.schedule_kind(name) == "heuristic"
+    assert rp.schedule_kind("trust_region") == "trust_region"
+    assert rp.schedule_kind("my-schedule") == "other"

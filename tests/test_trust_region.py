@@ -282,6 +282,7 @@ def test_paper_variant_is_the_step_optim_objective(nfe, p):
     1-2-3..3-2-1 orders whatever the sampler)."""
     schedule = SCHEDULES["vp_linear"]
     assert tr.default_trunc(nfe) == 3
+    assert tr.paper_init(latent=False) == "logsnr" and tr.paper_init(latent=True) == "uniform"
     assert tr.paper_orders(nfe) == [min(3, s + 1, nfe - s) for s in range(nfe)]
     for name in ("logsnr", "uniform", "quadratic"):
         ts = heuristics.discretize(name, nfe, schedule)

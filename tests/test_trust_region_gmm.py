@@ -61,3 +61,13 @@ def test_paper_objective_beats_uniform_lambda(nfe, solver):
 @pytest.mark.parametrize("nfe", [5, 6, 8, 10])
 def test_stepwise_objective_beats_uniform_lambda(nfe, solver):
     assert _ratio(nfe, solver, "stepwise") < 0.9
+
+
+def test_official_objective_beats_uniform_lambda_at_nfe_10_with_unipc():
+    """The claim that changed in issue 12: the authors' objective (trunc 3 at every NFE,
+    orders 1-2-3..3-2-1) beats logSNR at NFE 10 with unipc-2 (0.82 on 64 samples, bench);
+    the step_optim.py comment's trunc 0 does not."""
+    assert _ratio(10, "unipc", "paper") < 0.95
+    logsnr = heuristics.discretize("logsnr", 10, _setup()[0].schedule)
+    trunc0 = tr.optimize(_setup()[0].schedule, 10, "unipc", 2, p=1, variant="paper", trunc=0)
+    assert _error(trunc0, "unipc") / _error(logsnr, "unipc") > 1.0

@@ -6,7 +6,7 @@ x'_T ball), ``distances`` (L2, LPIPS), ``config`` (hyper-parameters), ``trainer`
 """
 
 from ld3_core.ld3.api import INITS, Cancelled, learn
-from ld3_core.ld3.config import LD3Config, make_config
+from ld3_core.ld3.config import LD3Config, make_config, paper_config
 from ld3_core.ld3.distances import METRICS, MissingWeightsError, get_distance
 from ld3_core.ld3.parameterization import (
     ball_radius,
@@ -28,6 +28,7 @@ __all__ = [
     "get_distance",
     "learn",
     "make_config",
+    "paper_config",
     "model_times",
     "project_to_ball",
     "tau",

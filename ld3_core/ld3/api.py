@@ -136,10 +136,12 @@ def _init_times(
             return name, discretize(name, nfe, sched)
         if init == "trust_region":
             try:
-                from ld3_core.trust_region import optimize
+                from ld3_core.trust_region import optimize, paper_init
             except ImportError as exc:  # pragma: no cover - module ships with ld3_core
                 raise ValueError(f"init='trust_region' is unavailable: {exc}") from exc
-            t = optimize(sched, nfe, solver=solver, order=order, p=2 if model.latent else 1)
+            latent = bool(model.latent)
+            t = optimize(sched, nfe, solver=solver, order=order, p=2 if latent else 1,
+                         init=paper_init(latent))
             return "trust_region", torch.as_tensor(t, dtype=torch.float64)
         return init, discretize(init, nfe, sched)
     t = torch.as_tensor(init, dtype=torch.float64)

@@ -229,14 +229,16 @@ class _Job:
             p = self.cfg.tr_p if self.cfg.tr_p is not None else (2 if self.model.latent else 1)
             kw: dict[str, Any] = {} if self.cfg.tr_variant is None else {
                 "variant": self.cfg.tr_variant}
+            init = trust_region.paper_init(bool(self.model.latent))
             if self.kind == "trust_region" and self.cfg.init is not None:
-                kw["init"] = self.cfg.init
+                init = self.cfg.init
+            kw["init"] = init
             t = trust_region.optimize(self.model.schedule, self.nfe, self.solver, self.order,
                                       p=p, **kw)
             saved = Candidate("trust_region", "trust_region", t).to_dict()
-            saved["p"] = p
+            saved.update(p=p, init=init)
             self._save_json("trust_region.json", saved)
-        self.details["trust_region"] = {"p": saved.get("p")}
+        self.details["trust_region"] = {"p": saved.get("p"), "init": saved.get("init")}
         cands.append(Candidate.from_dict(saved))
         return cands
 
@@ -336,7 +338,8 @@ class _Job:
         for nfe in self.cfg.report_nfes:
             cands = dict(all_heuristics(nfe, self.model.schedule))
             cands["trust_region"] = trust_region.optimize(
-                self.model.schedule, nfe, self.solver, self.order, p=p)
+                self.model.schedule, nfe, self.solver, self.order, p=p,
+                init=trust_region.paper_init(bool(self.model.latent)))
             out[str(nfe)] = {}
             for name, t in cands.items():
                 pixels = solve_pixels(self.model, sel.x_T, sel.cond, t, self.solver,
