@@ -154,8 +154,11 @@ def main() -> None:
     args = p.parse_args()
     options = json.loads(args.options)
     models = [m for m in args.models.split(",") if m]
-    cells = [(m, s, int(n), args.out_dir, options) for m in models
-             for s in args.solvers.split(",") for n in args.nfes.split(",")]
+    # the NFEs with a target first, every model before the next solver: a partial run
+    # (interrupted, or still going) already covers every model
+    nfes = sorted((int(n) for n in args.nfes.split(",")), key=lambda n: (n not in TARGETS, n))
+    cells = [(m, s, n, args.out_dir, options) for n in nfes
+             for s in args.solvers.split(",") for m in models]
     log(f"{len(cells)} cells, {args.jobs} process(es)")
     rows: list[dict[str, Any]] = []
     t0 = time.monotonic()
@@ -171,6 +174,7 @@ def main() -> None:
             rows.append(row)
             log(f"[{time.monotonic() - t0:7.0f} s] {row['model']} {row['solver']} "
                 f"NFE {row['nfe']}: {row['source']} ratio {row['ratio']:.3f}")
+    rows.sort(key=lambda r: (r["model"], r["solver"], r["nfe"]))
     print_table(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
