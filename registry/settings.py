@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     device: str | None = Field(None, description="Torch device for workers (None: auto).")
     job_time_limit_s: int | None = Field(None, ge=1, description="Hard time limit of one job.")
     log_level: str = Field("INFO", description="Python logging level name.")
+    model_roots: str | None = Field(
+        None,
+        description="Folders (separated by os.pathsep, ':' on Linux) under which local model "
+        "folders may be registered. Unset: none in the service (broker set), the working "
+        "folder in embedded mode.",
+    )
 
     @field_validator("database_url", "broker_url", "api_token", "result_backend", mode="before")
     @classmethod
@@ -104,6 +110,15 @@ class Settings(BaseSettings):
     def should_auto_migrate(self) -> bool:
         """Whether the API runs migrations at start (``auto_migrate``, default: SQLite only)."""
         return self.is_sqlite if self.auto_migrate is None else bool(self.auto_migrate)
+
+    @property
+    def model_root_paths(self) -> list[Path]:
+        """Resolved ``model_roots``; unset: ``[cwd]`` when embedded, ``[]`` in the service."""
+        if self.model_roots is None:
+            return [Path.cwd().resolve()] if self.embedded else []
+        from registry.model_policy import parse_roots
+
+        return parse_roots(self.model_roots)
 
     @property
     def artifacts_path(self) -> Path:

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 
-from api.deps import get_session, get_settings, page_bounds, page_links
+from api.deps import (
+    LimitQuery,
+    NfeQuery,
+    OffsetQuery,
+    OrderQuery,
+    get_session,
+    get_settings,
+    page_bounds,
+    page_links,
+)
 from api.problems import Problem
 from api.schedule_service import (
     NoiseScheduleResolver,
@@ -91,10 +100,10 @@ def list_all_schedules(
     settings: SettingsDep,
     model: Annotated[str | None, Query(max_length=255)] = None,
     solver: Annotated[str | None, Query(max_length=32)] = None,
-    order: int | None = None,
-    nfe: int | None = None,
-    limit: int | None = None,
-    offset: int = 0,
+    order: OrderQuery = None,
+    nfe: NfeQuery = None,
+    limit: LimitQuery = None,
+    offset: OffsetQuery = 0,
 ) -> dict:
     """Published schedules (native format), newest first, filtered and paginated."""
     lim, off = page_bounds(settings, limit, offset)
@@ -118,7 +127,7 @@ def list_all_schedules(
     summary="One published schedule by id (immutable)",
 )
 def read_schedule_by_id(
-    schedule_id: int,
+    schedule_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
@@ -145,7 +154,7 @@ def read_schedule(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    order: int | None = None,
+    order: OrderQuery = None,
     fmt: FormatQuery = "native",
     if_none_match: IfNoneMatch = None,
 ) -> Response:
