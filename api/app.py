@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.dispatch import Dispatcher, default_dispatcher
+from api.lookup_cache import LookupCache
 from api.middleware import GuardMiddleware
 from api.problems import install_handlers
 from api.routes import health, jobs, models, schedules
@@ -30,6 +31,13 @@ Learn optimized diffusion-sampler time steps (LD3, trust region) as jobs and ser
 Errors are RFC 9457 `application/problem+json`. When `LD3_API_TOKEN` is set, writes need
 `Authorization: Bearer <token>` (reads too with `LD3_READS_REQUIRE_TOKEN=1`).
 """
+
+
+def _schedules_version(sessionmaker) -> int:
+    from registry.schedules import schedules_version
+
+    with sessionmaker() as session:
+        return schedules_version(session)
 
 
 def create_app(
@@ -67,6 +75,9 @@ def create_app(
     app.state.sessionmaker = db.get_sessionmaker(settings)
     app.state.dispatcher = dispatcher
     app.state.noise_schedules = NoiseScheduleResolver()
+    app.state.lookup_cache = LookupCache(
+        lambda: _schedules_version(app.state.sessionmaker), settings.schedule_cache_check_s
+    )
     install_handlers(app)
     app.add_middleware(GuardMiddleware, settings=settings)
     routers = [module.router for module in (health, jobs, schedules, models)]

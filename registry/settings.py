@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     interpolated_max_age_s: int = Field(
         30, ge=0, description="Cache-Control max-age of an interpolated schedule."
     )
+    schedule_cache_check_s: float = Field(
+        1.0, ge=0, description="Seconds between two checks for schedules published by another "
+        "process (the lookup cache's version check; 0: every request).",
+    )
     ready_timeout_s: float = Field(3.0, gt=0, description="Time limit of each /readyz check.")
     db_connect_timeout_s: int = Field(5, ge=1, description="PostgreSQL connect timeout.")
     db_pool_size: int = Field(5, ge=1, description="PostgreSQL connection pool size.")
