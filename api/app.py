@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.dispatch import Dispatcher, default_dispatcher
-from api.lookup_cache import LookupCache
+from api.lookup_cache import LookupCache, LookupFastPath
 from api.middleware import GuardMiddleware
 from api.problems import install_handlers
 from api.routes import health, jobs, models, schedules
@@ -79,6 +79,7 @@ def create_app(
         lambda: _schedules_version(app.state.sessionmaker), settings.schedule_cache_check_s
     )
     install_handlers(app)
+    app.add_middleware(LookupFastPath, cache=app.state.lookup_cache)  # inside the guard
     app.add_middleware(GuardMiddleware, settings=settings)
     routers = [module.router for module in (health, jobs, schedules, models)]
     app.state.route_methods = [

@@ -16,6 +16,10 @@ Invalidation (published schedules are only ever added, never changed):
   published by a worker is served at most ``check_interval`` seconds later.
 
 Only answers found in the database are cached (200s, published or interpolated), never errors.
+Entries are keyed by the request's (path, raw query string). The route fills the cache;
+:class:`LookupFastPath`, an ASGI middleware inside the auth/input guard, answers repeated
+lookups from it before routing, dependency injection and parameter validation (a hit was
+validated by the route when it was built).
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from registry.schedules import local_publications
 
@@ -39,12 +45,30 @@ class Entry:
     body: bytes
     etag: str
     headers: dict[str, str] = field(default_factory=dict)
+    raw_200: list[tuple[bytes, bytes]] = field(default_factory=list, compare=False)
+    raw_304: list[tuple[bytes, bytes]] = field(default_factory=list, compare=False)
+
+    def __post_init__(self) -> None:
+        common = [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                  for k, v in self.headers.items()]
+        self.raw_304.extend(common)
+        self.raw_200.extend([*common, (b"content-type", b"application/json"),
+                             (b"content-length", str(len(self.body)).encode())])
 
     def respond(self, if_none_match: str | None) -> Response:
         """The 200 answer, or 304 when ``if_none_match`` matches the ETag."""
         if if_none_match and etag_matches_fast(if_none_match, self.etag):
             return Response(status_code=304, headers=self.headers)
         return Response(self.body, media_type="application/json", headers=self.headers)
+
+    async def send(self, send: Send, if_none_match: str | None, head: bool) -> None:
+        """Send the answer straight over ASGI (no Response object)."""
+        if if_none_match and etag_matches_fast(if_none_match, self.etag):
+            await send({"type": "http.response.start", "status": 304, "headers": self.raw_304})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_200})
+        await send({"type": "http.response.body", "body": b"" if head else self.body})
 
 
 def etag_matches_fast(if_none_match: str, etag: str) -> bool:
@@ -120,3 +144,39 @@ class LookupCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def request_key(scope: Scope) -> tuple[str, bytes]:
+    """The cache key of a lookup request: (decoded path, raw query string)."""
+    return scope.get("path", ""), scope.get("query_string", b"")
+
+
+class LookupFastPath:
+    """ASGI middleware: answer ``GET``/``HEAD /schedules/{model}/{solver}/{nfe}`` from the
+    :class:`LookupCache` when it holds the answer; everything else goes on to the app."""
+
+    def __init__(self, app: ASGIApp, cache: LookupCache) -> None:
+        self.app = app
+        self.cache = cache
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] == "http" and scope.get("method") in ("GET", "HEAD")
+                and scope.get("path", "").startswith("/schedules/")
+                and not scope["path"].startswith("/schedules/id/")):
+            cache = self.cache
+            try:
+                if cache.due():
+                    await run_in_threadpool(cache.refresh)
+            except Exception:  # noqa: BLE001 - database trouble: the route answers (503)
+                await self.app(scope, receive, send)
+                return
+            entry = cache.get(request_key(scope))
+            if entry is not None:
+                inm = None
+                for name, value in scope.get("headers", ()):
+                    if name == b"if-none-match":
+                        inm = value.decode("latin-1")
+                        break
+                await entry.send(send, inm, scope["method"] == "HEAD")
+                return
+        await self.app(scope, receive, send)

@@ -20,7 +20,7 @@ from api.deps import (
     page_bounds,
     page_links,
 )
-from api.lookup_cache import Entry, encode
+from api.lookup_cache import Entry, encode, request_key
 from api.problems import Problem
 from api.schedule_service import (
     NoiseScheduleResolver,
@@ -227,7 +227,7 @@ async def read_schedule(
     cache = request.app.state.lookup_cache
     if cache.due():
         await run_in_threadpool(cache.refresh)
-    cache_key = (model, solver, order_, nfe, fmt)
+    cache_key = request_key(request.scope)
     entry = cache.get(cache_key)
     if entry is None:
         generation = cache.generation
