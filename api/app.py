@@ -13,10 +13,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from api.dispatch import Dispatcher, default_dispatcher
 from api.lookup_cache import LookupCache, LookupFastPath
 from api.middleware import GuardMiddleware
+from api.openapi import add_head_to_gets, install_openapi
 from api.problems import install_handlers
 from api.routes import health, jobs, models, schedules
 from api.schedule_service import NoiseScheduleResolver
@@ -82,12 +84,14 @@ def create_app(
     app.add_middleware(LookupFastPath, cache=app.state.lookup_cache)  # inside the guard
     app.add_middleware(GuardMiddleware, settings=settings)
     routers = [module.router for module in (health, jobs, schedules, models)]
+    add_head_to_gets(routers)
     app.state.route_methods = [
         (route.path_regex, set(route.methods or ()))
         for router in routers
         for route in router.routes
-        if hasattr(route, "path_regex")
+        if isinstance(route, APIRoute)
     ]
     for router in routers:
         app.include_router(router)
+    install_openapi(app)
     return app

@@ -40,7 +40,8 @@ router = APIRouter(tags=["schedules"])
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 FormatQuery = Annotated[
-    str, Query(alias="format", description="native | diffusers | k-diffusion | comfyui")
+    str, Query(alias="format", description="native | diffusers | k-diffusion | comfyui",
+               max_length=32, json_schema_extra={"enum": list(export_formats())})
 ]
 IfNoneMatch = Annotated[str | None, Header(alias="If-None-Match")]
 PROBLEM = {"content": {"application/problem+json": {}}}
@@ -202,7 +203,8 @@ def _lookup_entry(
     summary="Best schedule for /schedules/{model}/{solver}/{nfe}",
 )
 async def read_schedule(
-    key: str,
+    key: Annotated[str, Path(examples=["builtin:gmm-digits/unipc/6"],
+                             description="{model}/{solver}/{nfe}")],
     request: Request,
     order: OrderQuery = None,
     fmt: FormatQuery = "native",
