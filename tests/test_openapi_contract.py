@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from api_helpers import backend_url, publish_fake_result
@@ -76,7 +75,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
              "--generation-database", "none", "--no-color", "--request-timeout", "30",
              "-H", f"Authorization: Bearer {TOKEN}", "--report", "junit",
              "--report-dir", str(report), "--suppress-health-check", "all"],
-            capture_output=True, text=True, timeout=540, cwd=Path(__file__).parent,
+            capture_output=True, text=True, timeout=540, cwd=tmp_path,
         )
         output = done.stdout[-12000:] + done.stderr[-3000:]
         print(output)
