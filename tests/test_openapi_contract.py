@@ -71,7 +71,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
         report = tmp_path / "report"
         done = subprocess.run(
             [*cli, "run", f"{base}/openapi.json", "--checks", CHECKS, "--max-examples", "8",
-             "--seed", "15", "--phases", "examples,coverage,fuzzing", "--workers", "2",
+             "--seed", "15", "--phases", "examples,coverage,fuzzing", "--workers", "1",
              "--generation-database", "none", "--no-color", "--request-timeout", "30",
              "-H", f"Authorization: Bearer {TOKEN}", "--report", "junit",
              "--report-dir", str(report), "--suppress-health-check", "all"],
