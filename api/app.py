@@ -13,9 +13,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from api.dispatch import Dispatcher, default_dispatcher
+from api.lookup_cache import LookupCache, LookupFastPath
 from api.middleware import GuardMiddleware
+from api.openapi import add_head_to_gets, install_openapi
 from api.problems import install_handlers
 from api.routes import health, jobs, models, schedules
 from api.schedule_service import NoiseScheduleResolver
@@ -30,6 +33,13 @@ Learn optimized diffusion-sampler time steps (LD3, trust region) as jobs and ser
 Errors are RFC 9457 `application/problem+json`. When `LD3_API_TOKEN` is set, writes need
 `Authorization: Bearer <token>` (reads too with `LD3_READS_REQUIRE_TOKEN=1`).
 """
+
+
+def _schedules_version(sessionmaker) -> int:
+    from registry.schedules import schedules_version
+
+    with sessionmaker() as session:
+        return schedules_version(session)
 
 
 def create_app(
@@ -67,15 +77,21 @@ def create_app(
     app.state.sessionmaker = db.get_sessionmaker(settings)
     app.state.dispatcher = dispatcher
     app.state.noise_schedules = NoiseScheduleResolver()
+    app.state.lookup_cache = LookupCache(
+        lambda: _schedules_version(app.state.sessionmaker), settings.schedule_cache_check_s
+    )
     install_handlers(app)
+    app.add_middleware(LookupFastPath, cache=app.state.lookup_cache)  # inside the guard
     app.add_middleware(GuardMiddleware, settings=settings)
     routers = [module.router for module in (health, jobs, schedules, models)]
+    add_head_to_gets(routers)
     app.state.route_methods = [
         (route.path_regex, set(route.methods or ()))
         for router in routers
         for route in router.routes
-        if hasattr(route, "path_regex")
+        if isinstance(route, APIRoute)
     ]
     for router in routers:
         app.include_router(router)
+    install_openapi(app)
     return app

@@ -4,15 +4,29 @@ and page helpers."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import Request
+from fastapi import Query, Request
 from sqlalchemy.orm import Session
 
 from api.dispatch import Dispatcher
 from api.problems import Problem
 from registry.settings import Settings
+
+MAX_LIMIT = 1000
+MAX_OFFSET = 2**31 - 1
+MAX_ORDER = 4
+MAX_NFE_BOUND = 1000
+"""Static bounds shown in the OpenAPI schema; the settings may narrow them at run time
+(``LD3_MAX_PAGE_SIZE``, ``LD3_MAX_NFE``: a value inside the schema bound but over the setting
+is a 422 problem too)."""
+
+LimitQuery = Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description=(
+    "page size, 1..LD3_MAX_PAGE_SIZE (default LD3_DEFAULT_PAGE_SIZE)"))]
+OffsetQuery = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
+OrderQuery = Annotated[int | None, Query(ge=1, le=MAX_ORDER, description="solver order")]
+NfeQuery = Annotated[int | None, Query(ge=1, le=MAX_NFE_BOUND, description="NFE")]
 
 
 def get_settings(request: Request) -> Settings:

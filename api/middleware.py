@@ -9,6 +9,8 @@ Both answer with problem+json before any route runs, so a rejected request store
 - **body limit**: a ``Content-Length`` over ``max_body_bytes`` -> 413 at once; otherwise the
   body is read (streamed, chunked or not) and 413 is answered as soon as it passes the limit.
   The buffered body is then replayed to the app.
+- **text checks** (:mod:`api.input_guard`): control characters in the path, query string or
+  JSON body, and JSON nested too deeply -> 422 problem+json.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.input_guard import check_json_text, check_path, check_query
 from api.problems import problem_response
 from registry.settings import Settings
 
@@ -70,6 +73,10 @@ class GuardMiddleware:
                 slug="unauthorized", headers={"WWW-Authenticate": 'Bearer realm="ld3"'},
             )
             return
+        bad = check_path(path) + check_query(scope.get("query_string", b""))
+        if bad:
+            await self._invalid(scope, send, bad)
+            return
         limit = self.settings.max_body_bytes
         length = _header(scope, b"content-length")
         if length is not None:
@@ -106,7 +113,16 @@ class GuardMiddleware:
             chunks.append(body)
             if not message.get("more_body", False):
                 break
-        await self.app(scope, _replay(b"".join(chunks), receive), send)
+        body = b"".join(chunks)
+        bad = check_json_text(body)
+        if bad:
+            await self._invalid(scope, send, bad)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _invalid(self, scope: Scope, send: Send, errors: list[dict[str, Any]]) -> None:
+        await self._reply(scope, send, 422, "; ".join(sorted({e["detail"] for e in errors})),
+                          slug="validation-error", errors=errors)
 
 
 async def _noop_receive() -> Message:

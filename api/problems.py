@@ -186,7 +186,8 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(CatalogError)
     async def _catalog(request: Request, exc: CatalogError) -> Response:
         if exc.conflict:
-            return problem_response(request, 409, str(exc), slug="model-exists")
+            slug = "model-exists" if exc.field == "id" else "model-not-deletable"
+            return problem_response(request, 409, str(exc), slug=slug)
         errors = [{"pointer": f"#/{exc.field}", "detail": str(exc)}] if exc.field else None
         return problem_response(
             request, 422, str(exc), slug="validation-error", errors=errors

@@ -11,6 +11,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
+from api.validation import solvers
+
+LINE = r"^[^\x00-\x1f\x7f-\x9f]*$"
+"""A single-line text: no control characters (checked at the edge, see api.input_guard)."""
+TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+"""A free text: TAB, LF and CR allowed, no other control characters."""
+OPTIONS_DOC = (
+    " At most 32 levels of nesting; no control characters in keys or texts (422 otherwise)."
+)
+
 
 class JobCreate(BaseModel):
     """``POST /jobs`` body. ``order`` defaults to min(2, max order of the solver); ``nfe`` is
@@ -20,11 +30,20 @@ class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["ld3", "trust_region"]
-    model: StrictStr = Field(min_length=1, max_length=255, examples=["builtin:gmm-digits"])
-    solver: StrictStr = Field(min_length=1, max_length=32, examples=["unipc"])
-    order: StrictInt | None = Field(None, examples=[2])
-    nfe: StrictInt = Field(examples=[6])
-    options: dict[str, Any] = Field(default_factory=dict)
+    model: StrictStr = Field(
+        min_length=1, max_length=255, pattern=LINE, examples=["builtin:gmm-digits"]
+    )
+    solver: StrictStr = Field(
+        min_length=1, max_length=32, examples=["unipc"],
+        json_schema_extra={"enum": list(solvers())},
+    )
+    order: StrictInt | None = Field(
+        None, ge=1, le=4, examples=[2], description="1..the solver's maximum order"
+    )
+    nfe: StrictInt = Field(ge=1, le=1000, examples=[6], description="1..LD3_MAX_NFE (50)")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Job options (docs/service.md)." + OPTIONS_DOC
+    )
 
 
 class ModelCreate(BaseModel):
@@ -33,11 +52,12 @@ class ModelCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     id: StrictStr | None = Field(
-        None, min_length=1, max_length=255,
+        None, min_length=1, max_length=255, pattern=LINE,
         description="Catalog id (default: the hub id; required for a local folder).",
     )
     source: StrictStr = Field(
-        min_length=1, max_length=1024, description="Local diffusers folder or hub id org/name."
+        min_length=1, max_length=1024, pattern=LINE,
+        description="Hub id org/name, or a local diffusers folder under LD3_MODEL_ROOTS.",
     )
     kind: Literal["pixel", "latent", "text2img"]
     noise_schedule: dict[str, Any] | None = Field(
@@ -46,8 +66,12 @@ class ModelCreate(BaseModel):
         "'beta_start': 0.00085, 'beta_end': 0.012, 'beta_schedule': 'scaled_linear'}.",
     )
     prediction_type: Literal["eps", "x0", "v"] | None = None
-    options: dict[str, Any] = Field(default_factory=dict, description="Loader options.")
-    description: StrictStr | None = Field(None, max_length=2000)
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Loader options: device, dtype, guidance_scale, prompts, revision, "
+        "local_files_only." + OPTIONS_DOC,
+    )
+    description: StrictStr | None = Field(None, max_length=2000, pattern=TEXT)
 
 
 class Links(BaseModel):

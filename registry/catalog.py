@@ -7,26 +7,36 @@ registered diffusers models (local folder or hub id) stored in the ``models`` ta
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from registry.errors import CatalogError
-from registry.orm import MODEL_KINDS, PREDICTION_TYPES, CatalogModel, utc, utcnow
+from registry.errors import CatalogError, NotFound
+from registry.model_policy import (
+    check_local_source,
+    exists_under_roots,
+    validate_loader_options,
+)
+from registry.orm import MODEL_KINDS, PREDICTION_TYPES, CatalogModel, Job, utc, utcnow
+from registry.text import clean_text, has_unsafe_text, json_depth
+
+log = logging.getLogger(__name__)
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_FALLBACK = ("builtin:gmm-digits", "builtin:gmm-digits-cond", "builtin:unet-digits")
 MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]*(/[A-Za-z0-9._:@+-]+)*$")
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 MAX_ID_LEN = 255
+MAX_JSON_DEPTH = 32
 
 _builtin_cache: list[str] | None = None
 
@@ -91,15 +101,29 @@ def _builtin_info(model_id: str) -> ModelInfo:
     )
 
 
+def _json_object(value: Any, what: str, model_id: str) -> dict[str, Any] | None:
+    """A stored JSON value as a dict fit to serialize again, or None (logged) when it is
+    not an object, nested too deeply or holds unsafe text (a row written by hand or by an
+    older version must never break the catalog)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or json_depth(value) > MAX_JSON_DEPTH or has_unsafe_text(
+        value
+    ):
+        log.warning("model %r: stored %s is not a usable JSON object; ignored", model_id, what)
+        return None
+    return dict(value)
+
+
 def _info(row: CatalogModel) -> ModelInfo:
     return ModelInfo(
         id=row.id,
         source=row.source,
         kind=row.kind,
         builtin=False,
-        noise_schedule=row.noise_schedule,
+        noise_schedule=_json_object(row.noise_schedule, "noise_schedule", row.id),
         prediction_type=row.prediction_type,
-        options=dict(row.options or {}),
+        options=_json_object(row.options, "options", row.id) or {},
         description=row.description,
         created_at=utc(row.created_at),
     )
@@ -124,23 +148,25 @@ def list_models(session: Session) -> list[ModelInfo]:
     return [_builtin_info(m) for m in builtin_ids()] + [_info(r) for r in rows]
 
 
-def classify_source(source: str) -> str:
-    """``"local"`` for a filesystem path (absolute, ``./``, ``~`` or existing), else ``"hub"``.
+def classify_source(source: str, model_roots: Sequence[str | Path] | None = None) -> str:
+    """``"local"`` for a filesystem path, else ``"hub"``.
 
-    Raises :class:`CatalogError` when the string is neither an existing path nor an
-    ``org/name`` hub id, or names a local path that does not exist.
+    A source is local when it starts with ``/``, ``./``, ``../`` or ``~``, or names an existing
+    path inside ``model_roots``; a hub id is ``org/name``. Whether the path exists is only
+    looked at inside ``model_roots`` (never an oracle for the rest of the host). Raises
+    :class:`CatalogError` for anything else.
     """
     if not isinstance(source, str) or not source.strip():
         raise CatalogError("source must be a non-empty string", field="source")
     looks_local = source.startswith(("/", "./", "../", "~")) or os.path.isabs(source)
-    if looks_local or os.path.exists(source):
-        if not Path(source).expanduser().exists():
-            raise CatalogError(f"local model path {source!r} does not exist", field="source")
+    roots = [Path(r) for r in (model_roots or ())]
+    if looks_local or exists_under_roots(source, roots):
         return "local"
     if HUB_ID_RE.match(source):
         return "hub"
     raise CatalogError(
-        f"source {source!r} is neither an existing local path nor a hub id 'org/name'",
+        f"source {source!r} is neither a model folder under the model roots nor a hub id "
+        "'org/name'",
         field="source",
     )
 
@@ -149,12 +175,16 @@ def validate_noise_schedule(config: Mapping[str, Any]) -> dict[str, Any]:
     """Check a ``NoiseSchedule.config()``-style dict by building it; returns it as a dict."""
     if not isinstance(config, Mapping) or "name" not in config:
         raise CatalogError("noise_schedule must be an object with a 'name'", field="schedule")
+    if json_depth(dict(config)) > MAX_JSON_DEPTH or has_unsafe_text(dict(config)):
+        raise CatalogError("invalid noise schedule: nested too deeply or control characters",
+                           field="schedule")
     from ld3_core.schedules import from_config
 
     try:
         from_config(dict(config))
-    except (ValueError, TypeError, KeyError) as exc:
-        raise CatalogError(f"invalid noise schedule: {exc}", field="schedule") from exc
+    except Exception as exc:  # noqa: BLE001 - any failure to build it means "invalid"
+        detail = clean_text(exc, 300)
+        raise CatalogError(f"invalid noise schedule: {detail}", field="schedule") from None
     return dict(config)
 
 
@@ -168,14 +198,18 @@ def register_model(
     prediction_type: str | None = None,
     options: Mapping[str, Any] | None = None,
     description: str | None = None,
+    model_roots: Sequence[str | Path] | None = None,
 ) -> ModelInfo:
     """Validate and store a model and commit; returns its :class:`ModelInfo`.
 
-    ``source``: local diffusers folder (must exist; stored as an absolute path) or hub id
-    ``org/name`` (not fetched). ``model_id`` defaults to the hub id; a local folder needs an
-    explicit id. Ids match ``MODEL_ID_RE`` (letters, digits, ``._:@+-``, ``/`` between
-    segments) and may not start with ``builtin:``. Raises :class:`CatalogError` (``field`` says
-    which input; ``conflict=True`` when the id is taken); nothing is stored then.
+    ``source``: a local diffusers folder inside one of ``model_roots`` (None or empty: no
+    local folder is accepted; see :mod:`registry.model_policy`; stored as a resolved absolute
+    path) or a hub id ``org/name`` (not fetched). ``options``: loader options
+    (:func:`registry.model_policy.validate_loader_options`). ``model_id`` defaults to the hub
+    id; a local folder needs an explicit id. Ids match ``MODEL_ID_RE`` (letters, digits,
+    ``._:@+-``, ``/`` between segments) and may not start with ``builtin:``. Raises
+    :class:`CatalogError` (``field`` says which input; ``conflict=True`` when the id is
+    taken); nothing is stored then.
     """
     if kind not in MODEL_KINDS:
         raise CatalogError(f"kind must be one of {', '.join(MODEL_KINDS)}", field="kind")
@@ -184,11 +218,14 @@ def register_model(
             f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}",
             field="prediction_type",
         )
-    where = classify_source(source)
+    roots = [Path(r) for r in (model_roots or ())]
+    where = classify_source(source, roots)
     if model_id is None:
         if where != "hub":
             raise CatalogError("an id is required for a local model folder", field="id")
         model_id = source
+    local_path = check_local_source(source, roots) if where == "local" else None
+    loader_options = validate_loader_options(options)
     if len(model_id) > MAX_ID_LEN or not MODEL_ID_RE.match(model_id):
         raise CatalogError(
             "id must be letters, digits and ._:@+- in '/'-separated segments", field="id"
@@ -196,7 +233,7 @@ def register_model(
     if model_id.startswith(BUILTIN_PREFIX):
         raise CatalogError("ids starting with 'builtin:' are reserved", field="id")
     sched = None if noise_schedule is None else validate_noise_schedule(noise_schedule)
-    stored_source = str(Path(source).expanduser().resolve()) if where == "local" else source
+    stored_source = str(local_path) if local_path is not None else source
     if session.get(CatalogModel, model_id) is not None:
         raise CatalogError(f"model {model_id!r} is already registered", field="id", conflict=True)
     row = CatalogModel(
@@ -205,7 +242,7 @@ def register_model(
         kind=kind,
         noise_schedule=sched,
         prediction_type=prediction_type,
-        options=dict(options or {}),
+        options=loader_options,
         description=description,
         created_at=utcnow(),
     )
@@ -222,6 +259,28 @@ def register_model(
 
 def count_models(session: Session) -> int:
     """Number of registered (stored) models."""
-    from sqlalchemy import func
-
     return int(session.scalar(select(func.count()).select_from(CatalogModel)) or 0)
+
+
+def delete_model(session: Session, model_id: str) -> None:
+    """Remove a registered model and commit.
+
+    Raises :class:`NotFound` when no such registered model exists, :class:`CatalogError`
+    (``conflict=True``) for a built-in model or one that a job uses (its jobs and their
+    schedules refer to it); nothing is deleted then.
+    """
+    if model_id.startswith(BUILTIN_PREFIX):
+        if model_id in builtin_ids():
+            raise CatalogError(f"built-in model {model_id!r} cannot be deleted", conflict=True)
+        raise NotFound(f"model {model_id!r} is not in the catalog")
+    row = session.get(CatalogModel, model_id)
+    if row is None:
+        raise NotFound(f"model {model_id!r} is not in the catalog")
+    used = session.scalar(select(func.count()).select_from(Job).where(Job.model_id == model_id))
+    if used:
+        session.rollback()
+        raise CatalogError(
+            f"model {model_id!r} is used by {used} job(s); it cannot be deleted", conflict=True
+        )
+    session.delete(row)
+    session.commit()

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from registry.errors import IdempotencyConflict, JobStateError, NotFound
 from registry.orm import ACTIVE_STATES, JOB_KINDS, JOB_STATES, Job, utcnow
+from registry.text import clean_text
 
 MAX_ERROR_CHARS = 20_000
 
@@ -309,14 +310,17 @@ def heartbeat(session: Session, job_id: str) -> bool:
 
 
 def mark_failed(session: Session, job_id: str, error: str) -> Job:
-    """Set a queued/running job ``failed`` with ``error`` (truncated) and commit.
+    """Set a queued/running job ``failed`` with ``error`` and commit.
 
-    A finished job (succeeded/failed/cancelled) is left as it is. Returns the fresh job;
+    ``error`` is cleaned (control characters and lone surrogates become ``?``, see
+    :func:`registry.text.clean_text`) and truncated, so every backend can store it. A
+    finished job (succeeded/failed/cancelled) is left as it is. Returns the fresh job;
     raises :class:`NotFound`.
     """
     _update(
         session, job_id, Job.state.in_(ACTIVE_STATES),
-        state="failed", stage="failed", error=str(error)[:MAX_ERROR_CHARS], finished_at=utcnow(),
+        state="failed", stage="failed", error=clean_text(error, MAX_ERROR_CHARS),
+        finished_at=utcnow(),
     )
     session.commit()
     return _require(session, job_id)

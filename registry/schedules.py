@@ -20,6 +20,21 @@ from registry.artifacts import _stage_artifact
 from registry.errors import JobStateError, NotFound
 from registry.orm import ACTIVE_STATES, Job, Schedule, utcnow
 
+_publications = 0
+
+
+def local_publications() -> int:
+    """How many schedules this process published so far (caches of this process compare it
+    to notice a publication at once; other processes' are found by :func:`schedules_version`)."""
+    return _publications
+
+
+def schedules_version(session: Session) -> int:
+    """A number that changes whenever a schedule is published: the largest schedule id
+    (one index lookup). Published schedules are never updated, only added."""
+    return int(session.scalar(select(func.max(Schedule.id))) or 0)
+
+
 _BEST_ORDER = (
     Schedule.score.is_(None),
     Schedule.score.asc(),
@@ -169,6 +184,8 @@ def publish_result(
         if existing is None:
             raise
         return existing
+    global _publications
+    _publications += 1
     return row
 
 

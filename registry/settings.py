@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     interpolated_max_age_s: int = Field(
         30, ge=0, description="Cache-Control max-age of an interpolated schedule."
     )
+    schedule_cache_check_s: float = Field(
+        1.0, ge=0, description="Seconds between two checks for schedules published by another "
+        "process (the lookup cache's version check; 0: every request).",
+    )
     ready_timeout_s: float = Field(3.0, gt=0, description="Time limit of each /readyz check.")
     db_connect_timeout_s: int = Field(5, ge=1, description="PostgreSQL connect timeout.")
     db_pool_size: int = Field(5, ge=1, description="PostgreSQL connection pool size.")
@@ -72,6 +76,12 @@ class Settings(BaseSettings):
     device: str | None = Field(None, description="Torch device for workers (None: auto).")
     job_time_limit_s: int | None = Field(None, ge=1, description="Hard time limit of one job.")
     log_level: str = Field("INFO", description="Python logging level name.")
+    model_roots: str | None = Field(
+        None,
+        description="Folders (separated by os.pathsep, ':' on Linux) under which local model "
+        "folders may be registered. Unset: none in the service (broker set), the working "
+        "folder in embedded mode.",
+    )
 
     @field_validator("database_url", "broker_url", "api_token", "result_backend", mode="before")
     @classmethod
@@ -104,6 +114,15 @@ class Settings(BaseSettings):
     def should_auto_migrate(self) -> bool:
         """Whether the API runs migrations at start (``auto_migrate``, default: SQLite only)."""
         return self.is_sqlite if self.auto_migrate is None else bool(self.auto_migrate)
+
+    @property
+    def model_root_paths(self) -> list[Path]:
+        """Resolved ``model_roots``; unset: ``[cwd]`` when embedded, ``[]`` in the service."""
+        if self.model_roots is None:
+            return [Path.cwd().resolve()] if self.embedded else []
+        from registry.model_policy import parse_roots
+
+        return parse_roots(self.model_roots)
 
     @property
     def artifacts_path(self) -> Path:

@@ -322,13 +322,15 @@ def test_list_jobs_filters_and_pagination(client, url):
 
 
 # ---------------------------------------------------------------------------------- catalog
-def test_models_catalog(client, url, tmp_path):
+def test_models_catalog(make_client, url, tmp_path):
+    client = make_client(model_roots=str(tmp_path))
     listing = client.get("/models").json()
     builtin = [m["id"] for m in listing["items"] if m["builtin"]]
     assert "builtin:gmm-digits" in builtin and listing["total"] == len(builtin)
     assert client.get("/models/builtin:gmm-digits").json()["builtin"] is True
     folder = tmp_path / "my-unet"
     folder.mkdir()
+    (folder / "config.json").write_text('{"_class_name": "UNet2DModel"}')
     response = client.post("/models", json={
         "id": "local/my-unet", "source": str(folder), "kind": "pixel",
         "schedule": vp_config(), "prediction_type": "eps", "options": {"device": "cpu"},
@@ -368,7 +370,8 @@ BAD_MODELS = [
 
 
 @pytest.mark.parametrize("name,body,pointer", BAD_MODELS, ids=[b[0] for b in BAD_MODELS])
-def test_bad_model_registrations(client, url, tmp_path, name, body, pointer):
+def test_bad_model_registrations(make_client, url, tmp_path, name, body, pointer):
+    client = make_client(model_roots=str(tmp_path))
     body = {k: (str(tmp_path) if v == "TMP" else v) for k, v in body.items()}
     problem = assert_problem(client.post("/models", json=body), 422)
     assert pointer in [e.get("pointer") for e in problem["errors"]], problem

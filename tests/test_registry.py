@@ -294,9 +294,11 @@ def test_catalog_builtins_and_registration(session, url, tmp_path: Path):
     assert catalog.get_model(session, "builtin:nope") is None
     folder = tmp_path / "tiny-unet"
     folder.mkdir()
+    (folder / "config.json").write_text('{"_class_name": "UNet2DModel"}')
     info = catalog.register_model(
         session, source=str(folder), kind="pixel", model_id="local/tiny-unet",
         noise_schedule=vp_config(), prediction_type="eps", options={"device": "cpu"},
+        model_roots=[tmp_path],
     )
     assert info.source == str(folder.resolve()) and not info.builtin
     hub = catalog.register_model(session, source="org/some-model", kind="latent")
@@ -307,7 +309,10 @@ def test_catalog_builtins_and_registration(session, url, tmp_path: Path):
     assert catalog.get_model(session, "local/tiny-unet").options == {"device": "cpu"}
     bad = [
         dict(source=str(folder), kind="pixel"),  # local folder without id
-        dict(source=str(tmp_path / "missing"), kind="pixel", model_id="x"),
+        dict(source=str(tmp_path / "missing"), kind="pixel", model_id="x",
+             model_roots=[tmp_path]),
+        dict(source=str(folder), kind="pixel", model_id="x"),  # no model roots
+        dict(source="org/m2", kind="pixel", options={"cache_dir": "/tmp"}),
         dict(source="not a hub id!", kind="pixel", model_id="x"),
         dict(source="org/m2", kind="video"),
         dict(source="org/m2", kind="pixel", prediction_type="score"),

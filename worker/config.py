@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,9 +19,16 @@ class WorkerSettings(BaseSettings):
 
     Attributes:
         visibility_timeout: seconds (float) after which an unacknowledged job message is
-            handed to another worker (Redis transport). A job whose worker was killed is
-            redelivered after this long; a job running longer than this is redelivered too
-            but the lease keeps the second copy waiting (``LD3_VISIBILITY_TIMEOUT``).
+            handed to another worker (Redis transport; ``LD3_VISIBILITY_TIMEOUT``). Default:
+            ``2 * stale_after_s`` (240 s): the broker's redelivery is the backstop of the
+            heartbeat reaper. A job running longer than this is redelivered too, but the
+            lease keeps the second copy waiting (it retries every <= ``lease_seconds``).
+        stale_after_s: a ``running`` job whose ``heartbeat_at`` is older than this, and whose
+            Redis lease has expired, is requeued by the reaper of any live worker
+            (``LD3_STALE_AFTER_S``; default ``2 * lease_seconds`` = 120 s; must exceed
+            ``lease_seconds``).
+        reap_interval: seconds between two sweeps of a worker's reaper (default
+            ``stale_after_s / 4``).
         restore_interval: seconds between the worker's sweeps for such messages.
         lease_seconds: time-to-live of a job's lease in Redis; renewed every
             ``lease_seconds / 3`` while the job runs, so it expires this long after a worker died.
@@ -37,14 +44,29 @@ class WorkerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LD3_", extra="ignore")
 
-    visibility_timeout: float = Field(default=7200.0, gt=0)
+    visibility_timeout: float | None = Field(default=None, gt=0)
     restore_interval: float = Field(default=10.0, gt=0)
     lease_seconds: float = Field(default=60.0, gt=0)
+    stale_after_s: float | None = Field(default=None, gt=0)
+    reap_interval: float | None = Field(default=None, gt=0)
     progress_interval: float = Field(default=1.0, ge=0)
     cancel_poll_interval: float = Field(default=1.0, ge=0)
     concurrency: int = Field(default=1, ge=1)
     max_attempts: int = Field(default=3, ge=1)
     key_prefix: str = "ld3"
+
+    @model_validator(mode="after")
+    def _derive_timeouts(self) -> WorkerSettings:
+        """Fill ``stale_after_s``, ``reap_interval`` and ``visibility_timeout`` from the lease."""
+        if self.stale_after_s is None:
+            self.stale_after_s = 2.0 * self.lease_seconds
+        if self.stale_after_s <= self.lease_seconds:
+            raise ValueError("LD3_STALE_AFTER_S must be larger than LD3_LEASE_SECONDS")
+        if self.reap_interval is None:
+            self.reap_interval = self.stale_after_s / 4.0
+        if self.visibility_timeout is None:
+            self.visibility_timeout = 2.0 * self.stale_after_s
+        return self
 
 
 @lru_cache(maxsize=1)

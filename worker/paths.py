@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 from ld3_core.atomic_io import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 
 class JobPaths:
@@ -45,11 +48,18 @@ class JobPaths:
         return self.root / "cache" / kind / f"{key}{suffix}"
 
     def log_event(self, event: str, **fields: Any) -> None:
-        """Append one JSON line to ``ckpt/events.jsonl`` (attempt history of the job)."""
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        """Append one JSON line to ``ckpt/events.jsonl`` (attempt history of the job).
+
+        Best effort: the log is diagnostics, so an ``OSError`` (artifacts folder unwritable,
+        disk full) is logged and ignored; the job's outcome is decided elsewhere.
+        """
         line = json.dumps({"time": time.time(), "event": event, **fields}, default=str)
-        with open(self.ckpt_dir / "events.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
+        try:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.ckpt_dir / "events.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+        except OSError as exc:
+            log.warning("event %r of %s not logged: %s", event, self.job_rel, exc)
 
     def events(self) -> list[dict[str, Any]]:
         """The events logged so far (empty when none)."""

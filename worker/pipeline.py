@@ -33,6 +33,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from registry import jobs as job_repo
 from registry.job_options import JobOptions, parse_options, validate_options
 from registry.settings import Settings, get_settings
+from worker import outcome
 from worker.config import WorkerSettings, get_worker_settings
 from worker.paths import JobPaths, cache_key
 from worker.progress import Cancelled, Heartbeat, JobProgress
@@ -167,8 +168,7 @@ class _JobRun:
 
     def _finish_cancelled(self) -> str:
         try:
-            with self.session_factory() as session:
-                return job_repo.mark_cancelled(session, self.job_id).state
+            return outcome.finish_cancelled(self.session_factory, self.job_id)
         except Exception as exc:
             if _is_db_down(exc):
                 raise RegistryUnavailable(str(exc).splitlines()[0]) from exc
@@ -177,8 +177,7 @@ class _JobRun:
     def _finish_failed(self, message: str, trace: str) -> str:
         log.debug("job %s traceback:\n%s", self.job_id, trace)
         try:
-            with self.session_factory() as session:
-                return job_repo.mark_failed(session, self.job_id, message).state
+            return outcome.finish_failed(self.session_factory, self.job_id, message)
         except Exception as exc:
             if _is_db_down(exc):
                 raise RegistryUnavailable(str(exc).splitlines()[0]) from exc

@@ -8,6 +8,10 @@ The task body is the same pipeline the embedded runner calls. Around it:
   resumes the job from its checkpoint;
 - the registry being unreachable (PostgreSQL down) is retried with a growing delay; the job
   resumes from its checkpoint when the database is back.
+
+Each worker's main process also runs a :class:`worker.reaper.StaleJobReaper`: a job whose
+worker died (heartbeat older than ``LD3_STALE_AFTER_S``, lease expired) is requeued and
+published again within minutes, without waiting for the broker's visibility timeout.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import logging
 import socket
 from typing import Any
 
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from worker.celery_app import TASK_NAME, app
 
@@ -29,6 +33,51 @@ def _fresh_connections(**_: Any) -> None:  # pragma: no cover - runs in pool chi
     from registry.db import dispose_engines
 
     dispose_engines()
+
+
+_reaper: Any = None
+
+
+@worker_ready.connect
+def _start_reaper(**_: Any) -> None:  # pragma: no cover - runs in the worker main process
+    """Start this worker's :class:`worker.reaper.StaleJobReaper` (main process only).
+
+    It uses an engine of its own whose connections are closed after every sweep, so no
+    pooled connection is shared with pool children forked later.
+    """
+    global _reaper
+    from sqlalchemy.orm import sessionmaker
+
+    from registry.db import create_engine_for
+    from registry.settings import get_settings
+    from worker.config import get_worker_settings
+    from worker.reaper import StaleJobReaper
+
+    settings = get_settings()
+    opts = get_worker_settings()
+    engine = create_engine_for(settings)
+    client = _redis_client(str(settings.broker_url))
+
+    def dispatch(job_id: str) -> None:
+        app.send_task(TASK_NAME, args=[job_id], queue=settings.celery_queue)
+
+    def lease_held(job_id: str) -> bool:
+        return bool(client.exists(f"{opts.key_prefix}:lease:{job_id}"))
+
+    assert opts.stale_after_s is not None and opts.reap_interval is not None
+    _reaper = StaleJobReaper(
+        sessionmaker(bind=engine, expire_on_commit=False), opts.stale_after_s,
+        opts.reap_interval, dispatch, lease_held, after_sweep=engine.dispose,
+    ).start()
+    log.info("stale-job reaper: every %.1fs, jobs without heartbeat for %.1fs",
+             opts.reap_interval, opts.stale_after_s)
+
+
+@worker_shutdown.connect
+def _stop_reaper(**_: Any) -> None:  # pragma: no cover - runs in the worker main process
+    """Stop the reaper thread."""
+    if _reaper is not None:
+        _reaper.stop()
 
 
 def _redis_client(url: str) -> Any:

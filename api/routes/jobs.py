@@ -12,7 +12,15 @@ from fastapi.security import HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import get_dispatcher, get_session, get_settings, page_bounds, page_links
+from api.deps import (
+    LimitQuery,
+    OffsetQuery,
+    get_dispatcher,
+    get_session,
+    get_settings,
+    page_bounds,
+    page_links,
+)
 from api.dispatch import Dispatcher
 from api.problems import Problem
 from api.schemas import JobCreate, JobOut, JobPage
@@ -130,8 +138,8 @@ def list_all_jobs(
     state: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
     model: Annotated[str | None, Query(max_length=255)] = None,
     kind: Literal["ld3", "trust_region"] | None = None,
-    limit: Annotated[int | None, Query()] = None,
-    offset: int = 0,
+    limit: LimitQuery = None,
+    offset: OffsetQuery = 0,
 ) -> dict:
     """Jobs filtered by ``state``/``model``/``kind``, paginated with ``limit``/``offset``
     (``next``/``prev`` links)."""

@@ -6,14 +6,14 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
 from sqlalchemy.orm import Session
 
-from api.deps import get_session, get_settings, page_bounds, page_links
+from api.deps import LimitQuery, OffsetQuery, get_session, get_settings, page_bounds, page_links
 from api.problems import Problem
 from api.schemas import ModelCreate, ModelOut, ModelPage
-from registry.catalog import get_model, list_models, register_model
+from registry.catalog import delete_model, get_model, list_models, register_model
 from registry.settings import Settings
 
 router = APIRouter(tags=["models"])
@@ -28,8 +28,8 @@ def list_catalog(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    limit: int | None = None,
-    offset: int = 0,
+    limit: LimitQuery = None,
+    offset: OffsetQuery = 0,
 ) -> dict:
     """Built-in models first, then registered ones by id; paginated."""
     lim, off = page_bounds(settings, limit, offset)
@@ -53,10 +53,12 @@ def list_catalog(
     responses={401: PROBLEM, 409: PROBLEM, 422: PROBLEM},
     summary="Register a diffusers model",
 )
-def register(body: ModelCreate, session: SessionDep) -> JSONResponse:
-    """Register a local diffusers folder (must exist on the API host, and be visible to the
-    workers at the same path) or a hub id, with its kind, optional noise-schedule override
-    and prediction type. 201 + ``Location``; 409 if the id is taken."""
+def register(body: ModelCreate, session: SessionDep, settings: SettingsDep) -> JSONResponse:
+    """Register a hub id, or a local diffusers folder under ``LD3_MODEL_ROOTS`` (its
+    ``model_index.json``/``config.json`` must parse; visible to the workers at the same
+    path), with its kind, optional noise-schedule override, prediction type and loader
+    options. 201 + ``Location``; 409 if the id is taken; 422 otherwise, with the same message
+    whether a local path is missing, outside the roots or not a model folder."""
     info = register_model(
         session,
         source=body.source,
@@ -66,6 +68,7 @@ def register(body: ModelCreate, session: SessionDep) -> JSONResponse:
         prediction_type=body.prediction_type,
         options=body.options,
         description=body.description,
+        model_roots=settings.model_root_paths,
     )
     return JSONResponse(
         ModelOut.model_validate(info.to_dict()).model_dump(mode="json"),
@@ -82,3 +85,17 @@ def read_model(model_id: str, session: SessionDep) -> dict:
     if info is None:
         raise Problem(404, f"model {model_id!r} is not in the catalog", slug="not-found")
     return info.to_dict()
+
+
+@router.delete(
+    "/models/{model_id:path}",
+    status_code=204,
+    dependencies=[Depends(bearer)],
+    responses={401: PROBLEM, 404: PROBLEM, 409: PROBLEM, 422: PROBLEM},
+    summary="Remove a registered model no job uses",
+)
+def unregister(model_id: str, session: SessionDep) -> Response:
+    """Delete a registered model: 204; 404 when it is not registered; 409 for a built-in model
+    or one that a job uses (its jobs and schedules refer to it)."""
+    delete_model(session, model_id)
+    return Response(status_code=204)

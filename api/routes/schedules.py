@@ -4,11 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from api.deps import get_session, get_settings, page_bounds, page_links
+from api.deps import (
+    LimitQuery,
+    NfeQuery,
+    OffsetQuery,
+    OrderQuery,
+    get_session,
+    get_settings,
+    page_bounds,
+    page_links,
+)
+from api.lookup_cache import Entry, encode, request_key
 from api.problems import Problem
 from api.schedule_service import (
     NoiseScheduleResolver,
@@ -28,7 +40,8 @@ router = APIRouter(tags=["schedules"])
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 FormatQuery = Annotated[
-    str, Query(alias="format", description="native | diffusers | k-diffusion | comfyui")
+    str, Query(alias="format", description="native | diffusers | k-diffusion | comfyui",
+               max_length=32, json_schema_extra={"enum": list(export_formats())})
 ]
 IfNoneMatch = Annotated[str | None, Header(alias="If-None-Match")]
 PROBLEM = {"content": {"application/problem+json": {}}}
@@ -91,10 +104,10 @@ def list_all_schedules(
     settings: SettingsDep,
     model: Annotated[str | None, Query(max_length=255)] = None,
     solver: Annotated[str | None, Query(max_length=32)] = None,
-    order: int | None = None,
-    nfe: int | None = None,
-    limit: int | None = None,
-    offset: int = 0,
+    order: OrderQuery = None,
+    nfe: NfeQuery = None,
+    limit: LimitQuery = None,
+    offset: OffsetQuery = 0,
 ) -> dict:
     """Published schedules (native format), newest first, filtered and paginated."""
     lim, off = page_bounds(settings, limit, offset)
@@ -118,7 +131,7 @@ def list_all_schedules(
     summary="One published schedule by id (immutable)",
 )
 def read_schedule_by_id(
-    schedule_id: int,
+    schedule_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
@@ -135,30 +148,8 @@ def read_schedule_by_id(
     return _respond(settings, body, IMMUTABLE, if_none_match, _meta_headers(record))
 
 
-@router.get(
-    "/schedules/{key:path}",
-    responses={200: {"model": ScheduleOut}, 304: {}, 404: PROBLEM, 422: PROBLEM},
-    summary="Best schedule for /schedules/{model}/{solver}/{nfe}",
-)
-def read_schedule(
-    key: str,
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    order: int | None = None,
-    fmt: FormatQuery = "native",
-    if_none_match: IfNoneMatch = None,
-) -> Response:
-    """``key`` is ``{model}/{solver}/{nfe}``; the model id may contain ``/`` and ``:``.
-
-    Returns the best published schedule (lowest score, newest on ties) for ``?order=``
-    (default 2, or the solver's maximum if lower); an NFE never learned gets a schedule
-    interpolated from the nearest learned NFE (``interpolated: true``, ``source_nfe``); 404
-    when nothing is published for the model + solver + order. ``?format=`` picks the export
-    format. ETag / If-None-Match (304); ``Cache-Control: max-age`` LD3_SCHEDULE_MAX_AGE_S
-    (LD3_INTERPOLATED_MAX_AGE_S for interpolated ones): the best schedule of a key can
-    change when a better one is published, use ``links.canonical`` for the immutable one.
-    """
+def _parse_key(settings: Settings, key: str, order: int | None) -> tuple[str, str, int, int]:
+    """``{model}/{solver}/{nfe}`` + ``?order=`` -> (model, solver, order, nfe); 404/422."""
     parts = key.rsplit("/", 2)
     if len(parts) != 3 or not all(parts):
         raise Problem(
@@ -172,21 +163,78 @@ def read_schedule(
     if not 1 <= nfe <= settings.max_nfe:
         errors.append({"parameter": "nfe", "detail": f"nfe must be 1..{settings.max_nfe}"})
     raise_if(errors)
+    return model, solver, order, nfe
+
+
+def _lookup_entry(
+    request: Request, settings: Settings, model: str, solver: str, order: int, nfe: int,
+    fmt: str,
+) -> Entry:
+    """Build the cacheable answer of a lookup from the database (one session)."""
+    with request.app.state.sessionmaker() as session:
+        row = best_schedule(session, model, solver, order, nfe)
+        if row is not None:
+            record, sched = schedule_out(row), None
+            cache = f"max-age={settings.schedule_max_age_s}"
+        else:
+            found = interpolate(session, _resolver(request), model, solver, order, nfe)
+            if found is None:
+                raise Problem(
+                    404,
+                    f"no schedule is published for model {model!r}, solver {solver!r}, order "
+                    f"{order}; submit a job first (POST /jobs)",
+                    slug="schedule-not-found",
+                )
+            record, sched = found
+            cache = f"max-age={settings.interpolated_max_age_s}"
+        body = _render(request, session, fmt, record, sched)
+    scope = "private" if settings.reads_require_token else "public"
+    etag = etag_of(body)
+    headers = {"ETag": etag, "Cache-Control": f"{scope}, {cache}", **_meta_headers(record)}
+    if settings.reads_require_token:
+        headers["Vary"] = "Authorization"
+    return Entry(encode(jsonable_encoder(body)), etag, headers)
+
+
+@router.api_route(
+    "/schedules/{key:path}",
+    methods=["GET", "HEAD"],
+    responses={200: {"model": ScheduleOut}, 304: {}, 404: PROBLEM, 422: PROBLEM},
+    summary="Best schedule for /schedules/{model}/{solver}/{nfe}",
+)
+async def read_schedule(
+    key: Annotated[str, Path(examples=["builtin:gmm-digits/unipc/6"],
+                             description="{model}/{solver}/{nfe}")],
+    request: Request,
+    order: OrderQuery = None,
+    fmt: FormatQuery = "native",
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    """``key`` is ``{model}/{solver}/{nfe}``; the model id may contain ``/`` and ``:``.
+
+    Returns the best published schedule (lowest score, newest on ties) for ``?order=``
+    (default 2, or the solver's maximum if lower); an NFE never learned gets a schedule
+    interpolated from the nearest learned NFE (``interpolated: true``, ``source_nfe``); 404
+    when nothing is published for the model + solver + order. ``?format=`` picks the export
+    format. ETag / If-None-Match (304); ``Cache-Control: max-age`` LD3_SCHEDULE_MAX_AGE_S
+    (LD3_INTERPOLATED_MAX_AGE_S for interpolated ones): the best schedule of a key can
+    change when a better one is published, use ``links.canonical`` for the immutable one.
+
+    Answers come from a per-process cache (:mod:`api.lookup_cache`): a schedule published by
+    another process is served at most LD3_SCHEDULE_CACHE_CHECK_S (1 s) later.
+    """
+    settings: Settings = request.app.state.settings
+    model, solver, order_, nfe = _parse_key(settings, key, order)
     _check_format(fmt)
-    row = best_schedule(session, model, solver, order, nfe)
-    if row is not None:
-        record, sched = schedule_out(row), None
-        cache = f"max-age={settings.schedule_max_age_s}"
-    else:
-        found = interpolate(session, _resolver(request), model, solver, order, nfe)
-        if found is None:
-            raise Problem(
-                404,
-                f"no schedule is published for model {model!r}, solver {solver!r}, order "
-                f"{order}; submit a job first (POST /jobs)",
-                slug="schedule-not-found",
-            )
-        record, sched = found
-        cache = f"max-age={settings.interpolated_max_age_s}"
-    body = _render(request, session, fmt, record, sched)
-    return _respond(settings, body, cache, if_none_match, _meta_headers(record))
+    cache = request.app.state.lookup_cache
+    if cache.due():
+        await run_in_threadpool(cache.refresh)
+    cache_key = request_key(request.scope)
+    entry = cache.get(cache_key)
+    if entry is None:
+        generation = cache.generation
+        entry = await run_in_threadpool(
+            _lookup_entry, request, settings, model, solver, order_, nfe, fmt
+        )
+        cache.put(cache_key, entry, generation)
+    return entry.respond(if_none_match)
