@@ -91,6 +91,7 @@ def test_export_formats(client, url, fmt):
     body = response.json()
     expected = to_format(fmt, torch.tensor(row.timesteps, dtype=F64), VPLinear(),
                          model_timesteps=torch.tensor(row.model_timesteps, dtype=F64))
+    assert body.pop("source") == (row.extra or {}).get("source", row.kind)
     assert body == {**json.loads(json.dumps(expected)), "interpolated": False}
     sigmas = kd_sigmas(row.timesteps)
     if fmt == "k-diffusion":
