@@ -8,6 +8,9 @@ schedule's continuous time ``t``:
 - ``edm``:       ``s_i = (s_max^(1/rho) + (i/N)(s_min^(1/rho) - s_max^(1/rho)))^rho``, rho = 7,
   with ``s = sigma_t / alpha_t``, then ``t_i = t(lambda = -log s_i)``
 - ``logsnr``:    ``lambda_i`` uniform between ``lambda(t_max)`` and ``lambda(t_min)``
+- ``shifted_uniform`` (flow matching only, the default grid of SD3 / FLUX pipelines):
+  ``u_i`` uniform between ``unshift(t_max)`` and ``unshift(t_min)``, ``t_i = shift(u_i)``
+  (:meth:`ld3_core.schedules.FlowMatch.shift_time`)
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from torch import Tensor
 from ld3_core.schedules import NoiseSchedule
 
 HEURISTICS = ("uniform", "quadratic", "edm", "logsnr")
+FLOW_HEURISTICS = ("shifted_uniform",)  # need a schedule with shift_time / unshift_time
 
 
 def _grid(nfe: int) -> Tensor:
@@ -53,7 +57,19 @@ def discretize(name: str, nfe: int, schedule: NoiseSchedule, rho: float = 7.0) -
     if name == "logsnr":
         lam = schedule.lambda_min + u * (schedule.lambda_max - schedule.lambda_min)
         return _pin_ends(schedule.t_of_lambda(lam), schedule)
-    raise ValueError(f"unknown heuristic {name!r}; known: {', '.join(HEURISTICS)}")
+    if name == "shifted_uniform":
+        return _pin_ends(_shifted_uniform(u, schedule), schedule)
+    raise ValueError(
+        f"unknown heuristic {name!r}; known: {', '.join(HEURISTICS + FLOW_HEURISTICS)}")
+
+
+def _shifted_uniform(u: Tensor, schedule: NoiseSchedule) -> Tensor:
+    if not hasattr(schedule, "shift_time"):
+        raise ValueError(f"heuristic 'shifted_uniform' needs a flow-matching schedule, "
+                         f"got {type(schedule).__name__}")
+    u_max = float(schedule.unshift_time(schedule.t_max))
+    u_min = float(schedule.unshift_time(schedule.t_min))
+    return schedule.shift_time(u_max + u * (u_min - u_max))
 
 
 def all_heuristics(nfe: int, schedule: NoiseSchedule) -> dict[str, Tensor]:
