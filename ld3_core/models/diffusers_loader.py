@@ -466,7 +466,7 @@ def load_diffusers(path_or_hub_id: str, **options: Any) -> DiffusionModel:
     model = DiffusionModel(
         fn, schedule, prediction,
         guidance_scale=guidance, uncond=uncond, sample_shape=shape,
-        cond_sampler=cond_sampler, decode=decode, network_dtype=dtype,
+        cond_sampler=cond_sampler, decode=decode, network_dtype=unet.dtype,
         name=str(options.get("name") or path_or_hub_id), latent=kind != "pixel",
         teacher_defaults=teacher_defaults, modules=(unet,),
     )
