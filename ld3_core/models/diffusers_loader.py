@@ -45,6 +45,8 @@ DEFAULT_GUIDANCE_SCALE = 7.5
 
 _OPTIONS = ("device", "dtype", "guidance_scale", "prompts", "scheduler", "revision",
             "local_files_only", "cache_dir", "name")
+# options of the SD3 / FLUX / SDXL / DiT families only (ld3_core.models.families)
+_FAMILY_OPTIONS = ("resolution", "max_sequence_length", "class_labels")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
            "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
@@ -77,8 +79,11 @@ def schedule_from_scheduler_config(config: dict[str, Any]) -> DiscreteVP:
     import diffusers
 
     cfg = {k: v for k, v in dict(config).items()}
-    if cfg.get("use_flow_sigmas") or cfg.get("prediction_type") == "flow_prediction":
-        raise ValueError("flow-matching schedulers are not supported (need a discrete VP table)")
+    if cfg.get("use_flow_sigmas") or cfg.get("prediction_type") == "flow_prediction" or str(
+            cfg.get("_class_name", "")).startswith("FlowMatch"):
+        raise ValueError("a flow-matching scheduler config has no discrete VP table; flow "
+                         "models load as StableDiffusion3Pipeline / FluxPipeline folders "
+                         "(ld3_core.models.families.flow_schedule_from_config)")
     cls = getattr(diffusers, str(cfg.get("_class_name", "")), None)
     if cls is None or not hasattr(cls, "from_config"):
         cls = diffusers.DDPMScheduler
@@ -216,7 +221,9 @@ def inspect_folder(folder: Path, scheduler: Any = None) -> dict[str, Any]:
         raise ValueError(
             f"{folder} holds no UNet2DModel / UNet2DConditionModel "
             f"(found {found or 'no diffusers config'}); supported: a unet/ + scheduler/ folder, "
-            "a latent model with vae/ or vqvae/, a StableDiffusionPipeline folder, or a bare UNet"
+            "a latent model with vae/ or vqvae/, a StableDiffusionPipeline folder, a bare UNet, "
+            "or StableDiffusionXLPipeline / StableDiffusion3Pipeline / FluxPipeline / "
+            "DiTPipeline folders"
         )
     unet_cls = _class_name(unet_dir)
     if unet_cls not in ("UNet2DModel", "UNet2DConditionModel"):
@@ -267,8 +274,9 @@ def _check_unet(unet: Any) -> None:
             "input; 'fourier' models are VE/score-SDE, 'learned' takes integer steps only)"
         )
     if getattr(cfg, "addition_embed_type", None) is not None:
-        raise ValueError("UNets with addition_embed_type (SDXL-style added conditions) are "
-                         "not supported")
+        raise ValueError("UNets with addition_embed_type (SDXL-style added conditions) need "
+                         "their pipeline folder (StableDiffusionXLPipeline: unet/, text_encoder/, "
+                         "text_encoder_2/, tokenizers, vae/, scheduler/)")
     if getattr(cfg, "time_cond_proj_dim", None) is not None:
         raise ValueError("UNets with time_cond_proj_dim (guidance-distilled LCM) are not "
                          "supported")
@@ -411,14 +419,24 @@ def load_diffusers(path_or_hub_id: str, **options: Any) -> DiffusionModel:
         ValueError: unknown options, a missing/unsupported folder, an unreachable hub id, bad
             prompts, or guidance on a model without an unconditional input.
     """
-    unknown = sorted(set(options) - set(_OPTIONS))
+    from ld3_core.models.families import detect_family, load_family
+
+    unknown = sorted(set(options) - set(_OPTIONS) - set(_FAMILY_OPTIONS))
     if unknown:
-        raise ValueError(f"unknown option(s) {unknown}; accepted: {', '.join(_OPTIONS)}")
+        raise ValueError(f"unknown option(s) {unknown}; accepted: "
+                         f"{', '.join(_OPTIONS + _FAMILY_OPTIONS)}")
     device = torch.device(options.get("device") or "cpu")
     dtype = parse_dtype(options.get("dtype"))
     prompts = _check_prompts(options.get("prompts"))
     folder = resolve_folder(path_or_hub_id, options.get("revision"),
                             options.get("local_files_only"), options.get("cache_dir"))
+    family = detect_family(folder)
+    if family is not None:
+        return load_family(family, folder, options, dtype=dtype, device=device,
+                           name=str(options.get("name") or path_or_hub_id))
+    given = sorted(set(options) & set(_FAMILY_OPTIONS))
+    if given:
+        raise ValueError(f"option(s) {given} apply to SD3 / FLUX / SDXL / DiT folders only")
     info = inspect_folder(folder, options.get("scheduler"))
     kind = info["kind"]
     sched_cfg = info["scheduler_config"]
