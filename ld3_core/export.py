@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ld3_core.models.wrapper import DiffusionModel
-from ld3_core.schedules import DiscreteVP, NoiseSchedule
+from ld3_core.schedules import DiscreteVP, FlowMatch, NoiseSchedule
 from ld3_core.solvers.validation import check_model_timesteps, check_timesteps
 
 EXPORT_FORMATS = ("native", "diffusers", "k-diffusion", "comfyui")
@@ -128,11 +128,32 @@ def _diffusers(t: Tensor, mt: Tensor | None, schedule: NoiseSchedule) -> dict[st
         if not report["final_time_matches_sigma_min"]:
             notes.append("the schedule does not end at t = 1/N, but DPMSolverMultistepScheduler"
                          " always ends there (final_sigmas_type='sigma_min').")
+    if isinstance(schedule, FlowMatch):
+        _flow_diffusers(t, schedule, out, schedulers, notes)
     if mt is not None:
         notes.append("model_timesteps (decoupled network times) are only kept by LD3Scheduler.")
     out["schedulers"] = schedulers
     out["notes"] = notes
     return out
+
+
+def _flow_diffusers(t: Tensor, schedule: FlowMatch, out: dict[str, Any],
+                    schedulers: dict[str, Any], notes: list[str]) -> None:
+    """The flow-matching entries of the diffusers export (SD3 / FLUX pipelines)."""
+    out["flow_sigmas"] = _floats(t[:-1])
+    out["pipeline_sigmas"] = _floats(schedule.unshift_time(t[:-1]))
+    schedulers["FlowMatchEulerDiscreteScheduler"] = {
+        "argument": "sigmas", "values": "pipeline_sigmas", "exact": False,
+        "solvers": ["euler"]}
+    schedulers["EulerDiscreteScheduler"] = {"argument": None}
+    notes[1] = ("flow models: pipe(..., sigmas=pipeline_sigmas) (StableDiffusion3Pipeline, "
+                "FluxPipeline) or FlowMatchEulerDiscreteScheduler.set_timesteps(sigmas="
+                "pipeline_sigmas[, mu=...]): those are the n flow sigmas t_0..t_{n-1} "
+                "(flow_sigmas) with the scheduler's own shift undone, because the scheduler "
+                "shifts what it is given (static shift, or exp(mu) with dynamic shifting at "
+                "the same image size). It appends sigma 0, so its last step goes to t = 0 "
+                "instead of t_n = t_min: the same n model calls, the last one's data "
+                "prediction is the output. LD3Scheduler follows t_n exactly.")
 
 
 def _kdiffusion(t: Tensor, mt: Tensor | None, schedule: NoiseSchedule) -> dict[str, Any]:

@@ -27,6 +27,8 @@ class JobOptions(BaseModel):
             drawn with another seed) or a path to a pytorch-fid ``.npz`` (mu, sigma).
         guidance_scale: classifier-free guidance scale for conditional models.
         prompts: text prompts (text-to-image models).
+        resolution: image size in pixels (SD3 / FLUX / SDXL folders; default the pipeline's).
+        class_labels: classes to condition on (DiT folders; default all).
         init: start point (a heuristic name; LD3 also takes ``trust_region``).
         report_nfes: more NFEs (at most 8) at which the heuristics and the trust-region
             schedule are scored for the report's FD-vs-NFE plot.
@@ -48,6 +50,8 @@ class JobOptions(BaseModel):
     reference: str = Field("teacher", min_length=1, max_length=1024)
     guidance_scale: float | None = Field(None, ge=0.0, le=100.0)
     prompts: list[str] | None = Field(None, min_length=1, max_length=1000)
+    resolution: int | None = Field(None, ge=8, le=8192)
+    class_labels: list[int] | None = Field(None, min_length=1, max_length=100_000)
     init: str | None = None
     report_nfes: list[int] = Field(default_factory=list, max_length=8)
     p: float | None = Field(None, ge=0.0, le=10.0)
@@ -100,6 +104,10 @@ class JobOptions(BaseModel):
             out["guidance_scale"] = self.guidance_scale
         if self.prompts is not None:
             out["prompts"] = list(self.prompts)
+        if self.resolution is not None:
+            out["resolution"] = self.resolution
+        if self.class_labels is not None:
+            out["class_labels"] = list(self.class_labels)
         return out
 
 

@@ -37,7 +37,8 @@ from torch import Tensor
 from ld3_core.models.wrapper import DiffusionModel
 from ld3_core.schedules import DiscreteVP
 
-PREDICTION_TYPES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
+PREDICTION_TYPES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v",
+                    "flow_prediction": "flow"}
 KINDS = ("pixel", "latent", "text-to-image")
 # Teacher settings of the LD3 paper (App. B.1.3) for guided text-to-image models.
 GUIDED_TEACHER_DEFAULTS = {"solver": "unipc", "order": 2, "nfe": 10}
