@@ -157,36 +157,40 @@ def _flow_diffusers(t: Tensor, schedule: FlowMatch, out: dict[str, Any],
 
 
 def _kdiffusion(t: Tensor, mt: Tensor | None, schedule: NoiseSchedule) -> dict[str, Any]:
-    sig = _floats(schedule.kd_sigma(t)) + [0.0]
+    sig = _floats(schedule.kd_sigma(t))
     return {
         "format": "k-diffusion",
         "nfe": t.numel() - 1,
         "sigmas": sig,
+        "sigmas_with_final_denoise": sig + [0.0],
         "decoupled_times_dropped": mt is not None,
         "note": (
-            "sigmas[:-1] are the n+1 learned noise levels; the trailing 0.0 is k-diffusion's "
-            "final denoising step (one extra model call). sample_*(model, x, sigmas[:-1]) makes "
-            "exactly n calls and matches ld3's solver step for step (k-diffusion's samplers use "
-            "no lower-order final step); start from x = randn * sqrt(1 + sigmas[0]**2) for a "
-            "VP model (ld3's prior)."
+            "sigmas are the n+1 learned noise levels and end at sigma_min (no trailing 0.0): "
+            "sample_*(model, x, sigmas) makes exactly n model calls and matches ld3's solver "
+            "step for step (k-diffusion's samplers use no lower-order final step). "
+            "sigmas_with_final_denoise appends k-diffusion's 0.0: one more model call that "
+            "returns the data prediction at sigma_min. Start from x = randn * "
+            "sqrt(1 + sigmas[0]**2) for a VP model (ld3's prior)."
         ),
     }
 
 
 def _comfyui(t: Tensor, mt: Tensor | None, schedule: NoiseSchedule) -> dict[str, Any]:
-    values = _floats(schedule.kd_sigma(t)) + [0.0]
+    values = _floats(schedule.kd_sigma(t))
     return {
         "format": "comfyui",
         "nfe": t.numel() - 1,
         "sigmas": ", ".join(_decimal(v) for v in values),
         "sigmas_list": values,
+        "sigmas_with_final_denoise": ", ".join(_decimal(v) for v in values + [0.0]),
         "node": "ManualSigmas",
         "decoupled_times_dropped": mt is not None,
         "note": (
             "Paste `sigmas` into a ManualSigmas node (comfy_extras/nodes_custom_sampler.py; "
             "plain decimals, no exponent) and feed its SIGMAS output to SamplerCustom / "
-            "SamplerCustomAdvanced. Values are k-diffusion sigmas (sigma_t/alpha_t) ending in "
-            "0.0, the ComfyUI convention; the last step is the final denoise."
+            "SamplerCustomAdvanced: exactly n model calls, ending at the learned sigma_min. "
+            "Values are k-diffusion sigmas (sigma_t/alpha_t). `sigmas_with_final_denoise` "
+            "ends in ComfyUI's usual 0.0 (one more model call, the final denoise)."
         ),
     }
 
@@ -219,9 +223,11 @@ def to_format(
           .set_timesteps(timesteps=)``; ROUNDED, None when rounding collapses two steps),
           ``ld3_scheduler`` (exact t and model times for :class:`LD3Scheduler`),
           ``schedulers`` (which class takes which argument, with the config to use), ``notes``.
-        - ``k-diffusion``: ``sigmas`` = n+1 kd sigmas followed by ``0.0``.
+        - ``k-diffusion``: ``sigmas`` = the n+1 kd sigmas (no trailing 0: a sampler fed them
+          makes exactly n model calls), ``sigmas_with_final_denoise`` (+ ``0.0``, n+1 calls).
         - ``comfyui``: ``sigmas`` as the comma-separated text a ``ManualSigmas`` node takes
-          (plain decimals, ending in 0.0), ``sigmas_list``, ``node``.
+          (plain decimals, n+1 values, n model calls), ``sigmas_list``,
+          ``sigmas_with_final_denoise`` (text ending in 0.0), ``node``.
 
     Raises:
         ValueError: unknown format, non-decreasing / out-of-range / non-finite timesteps, or
