@@ -220,3 +220,20 @@ def test_sdxl_euler_pipeline_with_exported_sigmas(fam, models) -> None:
         ours = solve(model, x_T, t, "euler", 1, model_timesteps=mt,
                      cond=model.prompt_encoder(PROMPTS2))
     assert H.rel_err(got * alpha_end, ours) < TOL
+
+
+@pytest.mark.parametrize("kind", ["sd3", "flux", "sdxl", "dit"])
+@pytest.mark.parametrize("net", ["float16", "bfloat16"])
+def test_half_precision_networks_with_a_float64_state(fam, models, kind, net) -> None:
+    """The transformer / UNet runs in its own dtype, the solver state stays float64."""
+    half = load(str(fam[kind]), dtype=net, **OPTIONS[kind])
+    assert half.network_dtype == getattr(torch, net)
+    x_T = _noise((2, *half.sample_shape), seed=5).double()
+    cond = half.sample_cond(2, torch.Generator().manual_seed(6))
+    ref_cond = models[kind].sample_cond(2, torch.Generator().manual_seed(6))
+    t = discretize("logsnr", 3, half.schedule)
+    with torch.no_grad():
+        out = solve(half, x_T, t, "dpm++", 2, cond=cond)
+        ref = solve(models[kind], x_T, t, "dpm++", 2, cond=ref_cond)
+    assert out.dtype == torch.float64 and bool(torch.isfinite(out).all())
+    assert H.rel_err(out, ref) < (0.02 if net == "float16" else 0.1)
