@@ -53,7 +53,7 @@ _DENOISERS = {
 SUPPORTED = ("diffusers folders of DDPMPipeline / LDMPipeline / StableDiffusionPipeline "
              "(UNet2DModel, UNet2DConditionModel), StableDiffusionXLPipeline, "
              "StableDiffusion3Pipeline, FluxPipeline and DiTPipeline")
-FLOW_DEFAULT_GUIDANCE = {"sd3": 7.0, "flux": 3.5, "flux_cfg": 1.0, "sdxl": 5.0, "dit": 4.0}
+DEFAULT_GUIDANCE = {"sd3": 7.0, "flux": 3.5, "flux_cfg": 1.0, "sdxl": 5.0, "dit": 4.0}
 # LD3 paper teacher settings for guided models (App. B.1.3), as for Stable Diffusion.
 GUIDED_TEACHER_DEFAULTS = {"solver": "unipc", "order": 2, "nfe": 10}
 
@@ -286,7 +286,7 @@ def load_family(family: str, folder: Path, options: dict[str, Any], *, name: str
         prediction = "flow"
         distilled = family == "flux" and bool(denoiser.config.guidance_embeds)
         key = "flux" if distilled else ("flux_cfg" if family == "flux" else "sd3")
-        guidance = FLOW_DEFAULT_GUIDANCE[key] if guidance is None else float(guidance)
+        guidance = DEFAULT_GUIDANCE[key] if guidance is None else float(guidance)
 
         def encode(texts: list[str]) -> dict[str, Tensor]:
             kw: dict[str, Any] = {"device": device}
@@ -313,7 +313,7 @@ def load_family(family: str, folder: Path, options: dict[str, Any], *, name: str
         h, w = _resolution(options.get("resolution"), int(denoiser.config.sample_size) * vs)
         lat = (int(denoiser.config.in_channels), h // vs, w // vs)
         fn = _sdxl_fn(denoiser)
-        guidance = FLOW_DEFAULT_GUIDANCE["sdxl"] if guidance is None else float(guidance)
+        guidance = DEFAULT_GUIDANCE["sdxl"] if guidance is None else float(guidance)
         time_ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=torch.float32, device=device)
 
         def encode(texts: list[str], negative: bool = False) -> dict[str, Tensor]:
@@ -334,7 +334,7 @@ def load_family(family: str, folder: Path, options: dict[str, Any], *, name: str
         lat = (int(denoiser.config.in_channels), size, size)
         fn = _dit_fn(denoiser, lat[0])
         n_classes = int(denoiser.config.num_embeds_ada_norm)
-        guidance = FLOW_DEFAULT_GUIDANCE["dit"] if guidance is None else float(guidance)
+        guidance = DEFAULT_GUIDANCE["dit"] if guidance is None else float(guidance)
         cfg_scale = guidance
         labels = options.get("class_labels")
         labels = list(range(n_classes)) if labels is None else [int(c) for c in labels]
