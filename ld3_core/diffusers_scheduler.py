@@ -115,6 +115,11 @@ class LD3Scheduler(SchedulerMixin, ConfigMixin):
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {list(PREDICTION_TYPES)}, "
                              f"got {prediction_type!r}")
+        is_flow = schedule_config is not None and dict(schedule_config).get(
+            "name") == FlowMatch.name
+        if prediction_type == "flow_prediction" and not is_flow:
+            raise ValueError("prediction_type='flow_prediction' needs the model's FlowMatch "
+                             "schedule as schedule_config (e.g. model.schedule.config())")
         self.solver = canonical_solver(solver)
         check_order(self.solver, int(solver_order))
         if schedule_config is not None:
