@@ -15,11 +15,16 @@ Three kinds are recognised from the folder layout:
   embedding per sample among them, the unconditional input is the empty-prompt embedding
   and classifier-free guidance (``guidance_scale``) runs as one batched network call.
 
-The noise schedule is a :class:`~ld3_core.schedules.DiscreteVP` built from the very
-``alphas_cumprod`` table the model's own diffusers scheduler computes from its config
-(``beta_schedule``, ``trained_betas``, ``rescale_betas_zero_snr``), and the prediction type
-comes from its ``prediction_type`` (``epsilon`` / ``sample`` / ``v_prediction`` -> ``eps`` /
-``x0`` / ``v``). The network is fed the fractional discrete index ``N t - 1``
+``StableDiffusion3Pipeline``, ``FluxPipeline``, ``StableDiffusionXLPipeline`` and
+``DiTPipeline`` folders go to :mod:`ld3_core.models.families` (flow-matching schedules,
+pooled / added conditions, class labels); anything else gets an error naming what is
+supported.
+
+For the three kinds above, the noise schedule is a :class:`~ld3_core.schedules.DiscreteVP` built
+from the very ``alphas_cumprod`` table the model's own diffusers scheduler computes from its
+config (``beta_schedule``, ``trained_betas``, ``rescale_betas_zero_snr``), and the prediction
+type comes from its ``prediction_type`` (``epsilon`` / ``sample`` / ``v_prediction`` -> ``eps``
+/ ``x0`` / ``v``). The network is fed the fractional discrete index ``N t - 1``
 (:meth:`DiscreteVP.network_time`), the index convention of diffusers' schedulers.
 """
 
