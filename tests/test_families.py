@@ -237,3 +237,26 @@ def test_half_precision_networks_with_a_float64_state(fam, models, kind, net) ->
         ref = solve(models[kind], x_T, t, "dpm++", 2, cond=ref_cond)
     assert out.dtype == torch.float64 and bool(torch.isfinite(out).all())
     assert H.rel_err(out, ref) < (0.02 if net == "float16" else 0.1)
+
+
+def test_hub_id_of_a_pipeline_fetches_components_only(fam, tmp_path, monkeypatch) -> None:
+    """A pipeline repo on the hub: only model_index.json and the component sub-folders are
+    requested (not the multi-GB single-file checkpoints such repos keep at the top level),
+    and the family loader runs on the snapshot."""
+    import shutil
+
+    import huggingface_hub
+
+    calls: list = []
+    snapshot = tmp_path / "snap"
+    shutil.copytree(fam["sd3"], snapshot)
+
+    def fake_snapshot_download(repo_id, allow_patterns=None, **kw):
+        calls.append(list(allow_patterns or []))
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    model = load("some-org/tiny-sd3", prompts=["a cat"])
+    assert model.prediction == "flow" and model.diffusers_info["kind"] == "sd3"
+    assert calls[0] == ["model_index.json"]
+    assert "*.safetensors" not in calls[1] and "*/*.safetensors" in calls[1]

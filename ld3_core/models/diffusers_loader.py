@@ -59,6 +59,8 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.flo
            "bf16": torch.bfloat16, "float64": torch.float64, "fp64": torch.float64}
 _HUB_PATTERNS = ["*.json", "*/*.json", "*.txt", "*/*.txt", "*/*.model",
                  "*.safetensors", "*/*.safetensors"]
+_HUB_PIPELINE_PATTERNS = ["model_index.json", "*/*.json", "*/*.txt", "*/*.model",
+                          "*/*.safetensors"]
 _HUB_IGNORE = ["safety_checker/*", "feature_extractor/*", "*.fp16.*", "*.ckpt", "*non_ema*",
                "*.ema.*"]
 
@@ -148,8 +150,17 @@ def resolve_folder(
     except ImportError as exc:  # pragma: no cover - huggingface_hub comes with diffusers
         raise ValueError("loading a hub id needs the huggingface_hub package") from exc
     try:
+        # pipeline repos (model_index.json) often also ship single-file checkpoints of many GB
+        # at the top level (sd3_medium.safetensors, flux1-dev.safetensors, ...): only the
+        # component sub-folders are fetched for them
+        first = Path(snapshot_download(
+            path_or_hub_id, revision=revision, allow_patterns=["model_index.json"],
+            local_files_only=offline, cache_dir=cache_dir,
+        ))
+        patterns = _HUB_PIPELINE_PATTERNS if (first / "model_index.json").is_file() \
+            else _HUB_PATTERNS
         folder = Path(snapshot_download(
-            path_or_hub_id, revision=revision, allow_patterns=_HUB_PATTERNS,
+            path_or_hub_id, revision=revision, allow_patterns=patterns,
             ignore_patterns=_HUB_IGNORE, local_files_only=offline, cache_dir=cache_dir,
         ))
         # older repos ship PyTorch .bin weights only: fetch those where no safetensors came
