@@ -65,7 +65,7 @@ class ModelCreate(BaseModel):
         description="NoiseSchedule config override, e.g. {'name': 'discrete_vp', "
         "'beta_start': 0.00085, 'beta_end': 0.012, 'beta_schedule': 'scaled_linear'}.",
     )
-    prediction_type: Literal["eps", "x0", "v"] | None = None
+    prediction_type: Literal["eps", "x0", "v", "flow"] | None = None
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="Loader options: device, dtype, guidance_scale, prompts, revision, "

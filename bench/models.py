@@ -17,7 +17,14 @@ Figures (medians where repeated):
   the heuristics for the initialization, setup); and one bare training step (student solve
   with rematerialization + L2 loss + backward to the times, batch 2).
 
-Usage: ``python bench/models.py [--device cuda] [--quick] [--sd FOLDER]``
+- network dtype (``--dtypes``): median time of one guided network call
+  (``model.network``, batch ``--dtype-batch``, float32 state; the wrapper casts at the
+  network boundary) with the network loaded as float32, float16 and bfloat16, and the
+  speed-up over float32. Meaningful on a GPU (``--device cuda``); on a CPU half precision is
+  emulated and the figures say nothing about serving. (No GPU was available when this was
+  written: the code path exists, the numbers are to be measured.)
+
+Usage: ``python bench/models.py [--device cuda] [--quick] [--sd FOLDER] [--dtypes]``
 (timings: leave OMP_NUM_THREADS unset, the machine otherwise idle).
 """
 
@@ -117,11 +124,41 @@ def time_train_step(model: Any, nfe: int, device: str, reps: int) -> float:
     return statistics.median(samples)
 
 
+NET_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def time_network_dtypes(folder: str, prompts: list[str], device: str, batch: int,
+                        reps: int) -> dict[str, float]:
+    """Median seconds of one guided network call per network dtype (float32 state x)."""
+    out: dict[str, float] = {}
+    for dtype in NET_DTYPES:
+        model = load(folder, prompts=prompts, guidance_scale=7.5, device=device, dtype=dtype)
+        gen = torch.Generator().manual_seed(0)
+        x = model.sample_prior(batch, gen).to(device)
+        cond = model.sample_cond(batch, gen)
+        t = torch.tensor(0.5, dtype=torch.float32)
+        samples = []
+        with torch.no_grad():
+            model.network(x, t, cond)  # warm-up
+            _sync(device)
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                model.network(x, t, cond)
+                _sync(device)
+                samples.append(time.perf_counter() - t0)
+        out[dtype] = statistics.median(samples)
+        del model
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--sd", default=None, help="a real StableDiffusionPipeline folder")
     ap.add_argument("--quick", action="store_true", help="smaller n (smoke run)")
+    ap.add_argument("--dtypes", action="store_true",
+                    help="time the network in float32 / float16 / bfloat16")
+    ap.add_argument("--dtype-batch", type=int, default=8)
     args = ap.parse_args(argv)
     quick = args.quick
     n_teacher, teacher_nfe, nfe = (4, 5, 4) if quick else (16, 10, 6)
@@ -154,6 +191,17 @@ def main(argv: list[str] | None = None) -> int:
             step = time_train_step(model, nfe, args.device, reps)
             print(f"{name:<48} {t_teacher:>10.3f} {1e3 * t_teacher / n_teacher:>10.1f} "
                   f"{per_iter:>11.3f} {fixed:>11.2f} {1e3 * step:>9.1f}")
+        if args.dtypes:
+            if not args.device.startswith("cuda"):
+                print("note: network dtype timings on a CPU are not representative of a GPU "
+                      "(half precision is emulated); run with --device cuda")
+            times = time_network_dtypes(sd_folder, ["a red cat", "a blue dog"], args.device,
+                                        args.dtype_batch, reps)
+            print(f"\nnetwork call, {sd_name}, batch {args.dtype_batch} (CFG: 2x), float32 "
+                  "state:")
+            for dtype, sec in times.items():
+                print(f"  {dtype:<9} {1e3 * sec:>9.2f} ms   x{times['float32'] / sec:.2f} "
+                      "vs float32")
     return 0
 
 

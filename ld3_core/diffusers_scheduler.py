@@ -10,8 +10,13 @@ StableDiffusionPipeline, ...).
 
 Conventions:
 
-- The state (``sample``) is ld3's ``x_t`` of a VP model: ``init_noise_sigma`` is the prior std
-  (1 for VP), ``scale_model_input`` is the identity.
+- The state (``sample``) is ld3's ``x_t``: ``init_noise_sigma`` is the prior std (1 for VP),
+  ``scale_model_input`` is the identity.
+- Flow-matching models (SD3, FLUX): ``schedule_config`` holds the model's
+  :class:`~ld3_core.schedules.FlowMatch` config (``from_learned`` builds it from a flow-match
+  ``base_config``; dynamic shifting needs ``image_seq_len`` or ``schedule_config``),
+  ``prediction_type="flow_prediction"``, and ``use_flow_sigmas=True`` so that FluxPipeline
+  does not pass its own sigma grid; the network times are ``1000 t``.
 - ``set_timesteps(timesteps=...)`` takes ld3's solver times t (the ``native`` export; for a
   discrete model t in [1/N, 1]); ``sigmas=`` takes k-diffusion sigmas (``sigma_t/alpha_t``,
   no trailing 0); ``model_timesteps=`` the decoupled network times (t units). With only
@@ -42,7 +47,7 @@ from torch import Tensor
 from ld3_core.heuristics import discretize
 from ld3_core.models.diffusers_loader import PREDICTION_TYPES, schedule_from_scheduler_config
 from ld3_core.models.wrapper import DiffusionModel
-from ld3_core.schedules import DiscreteVP
+from ld3_core.schedules import FlowMatch, NoiseSchedule, from_config
 from ld3_core.solvers import make_stepper
 from ld3_core.solvers.orders import canonical_solver, check_order
 from ld3_core.solvers.validation import check_model_timesteps, check_timesteps
@@ -79,6 +84,9 @@ class LD3Scheduler(SchedulerMixin, ConfigMixin):
         learned_timesteps: (n+1) solver times t of a learned schedule (or None);
         learned_model_timesteps: (n+1) decoupled network times (or None);
         discretization: heuristic used when no schedule of the requested length is known.
+        schedule_config: a ``NoiseSchedule.config()`` dict that replaces the beta table (e.g.
+            the model's ``FlowMatch``); None = the discrete VP table of the betas above.
+        use_flow_sigmas: set for flow schedules (FluxPipeline then passes no sigma grid).
     """
 
     _compatibles = [e.name for e in KarrasDiffusionSchedulers]
@@ -101,15 +109,28 @@ class LD3Scheduler(SchedulerMixin, ConfigMixin):
         learned_timesteps: list[float] | None = None,
         learned_model_timesteps: list[float] | None = None,
         discretization: str = "logsnr",
+        schedule_config: dict[str, Any] | None = None,
+        use_flow_sigmas: bool = False,
     ) -> None:
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {list(PREDICTION_TYPES)}, "
                              f"got {prediction_type!r}")
+        is_flow = schedule_config is not None and dict(schedule_config).get(
+            "name") == FlowMatch.name
+        if prediction_type == "flow_prediction" and not is_flow:
+            raise ValueError("prediction_type='flow_prediction' needs the model's FlowMatch "
+                             "schedule as schedule_config (e.g. model.schedule.config())")
         self.solver = canonical_solver(solver)
         check_order(self.solver, int(solver_order))
-        cfg = {k: v for k, v in dict(self.config).items() if k in _SCHEDULE_KEYS}
-        cfg["_class_name"] = "DDPMScheduler"
-        self.schedule: DiscreteVP = schedule_from_scheduler_config(cfg)
+        if schedule_config is not None:
+            try:
+                self.schedule: NoiseSchedule = from_config(dict(schedule_config))
+            except (KeyError, TypeError) as exc:
+                raise ValueError(f"bad schedule_config: {exc}") from exc
+        else:
+            cfg = {k: v for k, v in dict(self.config).items() if k in _SCHEDULE_KEYS}
+            cfg["_class_name"] = "DDPMScheduler"
+            self.schedule = schedule_from_scheduler_config(cfg)
         self._replay_output: Tensor | None = None
         self._replay = DiffusionModel(self._replay_fn, self.schedule,
                                       PREDICTION_TYPES[prediction_type])
@@ -152,11 +173,25 @@ class LD3Scheduler(SchedulerMixin, ConfigMixin):
         ``timesteps``: (n+1,) solver times t; ``model_timesteps``: (n+1,) decoupled network
         times or None; ``solver``/``order``/``variant``/``lower_order_final``: the ld3 solver
         the schedule was learned for; ``base_config``: the model's own scheduler config
-        (``pipe.scheduler.config``) supplying betas and prediction type; ``config``: other
-        LD3Scheduler config overrides.
+        (``pipe.scheduler.config``) supplying betas and prediction type, or a flow-match
+        config (then ``image_seq_len=`` is needed for dynamic shifting, or pass
+        ``schedule_config=model.schedule.config()``); ``config``: other LD3Scheduler config
+        overrides.
         """
-        base = {k: v for k, v in dict(base_config or {}).items() if k in _SCHEDULE_KEYS}
+        from ld3_core.models.families import flow_schedule_from_config, is_flow_config
+
+        base_dict = dict(base_config or {})
+        image_seq_len = config.pop("image_seq_len", None)
+        base = {k: v for k, v in base_dict.items() if k in _SCHEDULE_KEYS}
+        if is_flow_config(base_dict) and "schedule_config" not in config:
+            base["schedule_config"] = flow_schedule_from_config(base_dict, image_seq_len).config()
+            base["prediction_type"] = "flow_prediction"
         base.update(config)
+        sc = base.get("schedule_config")
+        if sc is not None and dict(sc).get("name") == FlowMatch.name:
+            base.setdefault("use_flow_sigmas", True)
+            base.setdefault("prediction_type", "flow_prediction")
+            base.setdefault("num_train_timesteps", int(dict(sc).get("num_train_timesteps", 1000)))
         t = _vector(timesteps, "timesteps").tolist()
         mt = None if model_timesteps is None else _vector(model_timesteps,
                                                           "model_timesteps").tolist()
@@ -370,7 +405,10 @@ class LD3Scheduler(SchedulerMixin, ConfigMixin):
         read as train-step indices (t = (index + 1) / N).
         """
         ts = torch.as_tensor(timesteps).reshape(-1).cpu().double()
-        t = (ts + 1.0) / self.schedule.num_steps
+        if isinstance(self.schedule, FlowMatch):
+            t = ts / self.schedule.num_train_timesteps
+        else:
+            t = (ts + 1.0) / self.schedule.num_steps
         if self.timesteps is not None and self._t is not None:
             table = self.timesteps.cpu().double()
             for k, v in enumerate(ts):

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ld3_core.models.wrapper import DiffusionModel
-from ld3_core.schedules import DiscreteVP, NoiseSchedule
+from ld3_core.schedules import DiscreteVP, FlowMatch, NoiseSchedule
 from ld3_core.solvers.validation import check_model_timesteps, check_timesteps
 
 EXPORT_FORMATS = ("native", "diffusers", "k-diffusion", "comfyui")
@@ -128,6 +128,8 @@ def _diffusers(t: Tensor, mt: Tensor | None, schedule: NoiseSchedule) -> dict[st
         if not report["final_time_matches_sigma_min"]:
             notes.append("the schedule does not end at t = 1/N, but DPMSolverMultistepScheduler"
                          " always ends there (final_sigmas_type='sigma_min').")
+    if isinstance(schedule, FlowMatch):
+        _flow_diffusers(t, schedule, out, schedulers, notes)
     if mt is not None:
         notes.append("model_timesteps (decoupled network times) are only kept by LD3Scheduler.")
     out["schedulers"] = schedulers
@@ -135,37 +137,60 @@ def _diffusers(t: Tensor, mt: Tensor | None, schedule: NoiseSchedule) -> dict[st
     return out
 
 
+def _flow_diffusers(t: Tensor, schedule: FlowMatch, out: dict[str, Any],
+                    schedulers: dict[str, Any], notes: list[str]) -> None:
+    """The flow-matching entries of the diffusers export (SD3 / FLUX pipelines)."""
+    out["flow_sigmas"] = _floats(t[:-1])
+    out["pipeline_sigmas"] = _floats(schedule.unshift_time(t[:-1]))
+    schedulers["FlowMatchEulerDiscreteScheduler"] = {
+        "argument": "sigmas", "values": "pipeline_sigmas", "exact": False,
+        "solvers": ["euler"]}
+    schedulers["EulerDiscreteScheduler"] = {"argument": None}
+    notes[1] = ("flow models: pipe(..., sigmas=pipeline_sigmas) (StableDiffusion3Pipeline, "
+                "FluxPipeline) or FlowMatchEulerDiscreteScheduler.set_timesteps(sigmas="
+                "pipeline_sigmas[, mu=...]): those are the n flow sigmas t_0..t_{n-1} "
+                "(flow_sigmas) with the scheduler's own shift undone, because the scheduler "
+                "shifts what it is given (static shift, or exp(mu) with dynamic shifting at "
+                "the same image size). It appends sigma 0, so its last step goes to t = 0 "
+                "instead of t_n = t_min: the same n model calls, the last one's data "
+                "prediction is the output. LD3Scheduler follows t_n exactly.")
+
+
 def _kdiffusion(t: Tensor, mt: Tensor | None, schedule: NoiseSchedule) -> dict[str, Any]:
-    sig = _floats(schedule.kd_sigma(t)) + [0.0]
+    sig = _floats(schedule.kd_sigma(t))
     return {
         "format": "k-diffusion",
         "nfe": t.numel() - 1,
         "sigmas": sig,
+        "sigmas_with_final_denoise": sig + [0.0],
         "decoupled_times_dropped": mt is not None,
         "note": (
-            "sigmas[:-1] are the n+1 learned noise levels; the trailing 0.0 is k-diffusion's "
-            "final denoising step (one extra model call). sample_*(model, x, sigmas[:-1]) makes "
-            "exactly n calls and matches ld3's solver step for step (k-diffusion's samplers use "
-            "no lower-order final step); start from x = randn * sqrt(1 + sigmas[0]**2) for a "
-            "VP model (ld3's prior)."
+            "sigmas are the n+1 learned noise levels and end at sigma_min (no trailing 0.0): "
+            "sample_*(model, x, sigmas) makes exactly n model calls and matches ld3's solver "
+            "step for step (k-diffusion's samplers use no lower-order final step). "
+            "sigmas_with_final_denoise appends k-diffusion's 0.0: one more model call that "
+            "returns the data prediction at sigma_min. Start from x = randn * "
+            "sqrt(1 + sigmas[0]**2) for a VP model (ld3's prior)."
         ),
     }
 
 
 def _comfyui(t: Tensor, mt: Tensor | None, schedule: NoiseSchedule) -> dict[str, Any]:
-    values = _floats(schedule.kd_sigma(t)) + [0.0]
+    values = _floats(schedule.kd_sigma(t))
     return {
         "format": "comfyui",
         "nfe": t.numel() - 1,
         "sigmas": ", ".join(_decimal(v) for v in values),
         "sigmas_list": values,
+        "sigmas_with_final_denoise": ", ".join(_decimal(v) for v in values + [0.0]),
         "node": "ManualSigmas",
         "decoupled_times_dropped": mt is not None,
         "note": (
             "Paste `sigmas` into a ManualSigmas node (comfy_extras/nodes_custom_sampler.py; "
             "plain decimals, no exponent) and feed its SIGMAS output to SamplerCustom / "
-            "SamplerCustomAdvanced. Values are k-diffusion sigmas (sigma_t/alpha_t) ending in "
-            "0.0, the ComfyUI convention; the last step is the final denoise."
+            "SamplerCustomAdvanced: exactly n model calls, ending at the learned sigma_min. "
+            "Values are k-diffusion sigmas (sigma_t/alpha_t). `sigmas_with_final_denoise` "
+            "ends in ComfyUI's usual 0.0 (one more model call, the final denoise)."
         ),
     }
 
@@ -214,9 +239,11 @@ def to_format(
           .set_timesteps(timesteps=)``; ROUNDED, None when rounding collapses two steps),
           ``ld3_scheduler`` (exact t and model times for :class:`LD3Scheduler`),
           ``schedulers`` (which class takes which argument, with the config to use), ``notes``.
-        - ``k-diffusion``: ``sigmas`` = n+1 kd sigmas followed by ``0.0``.
+        - ``k-diffusion``: ``sigmas`` = the n+1 kd sigmas (no trailing 0: a sampler fed them
+          makes exactly n model calls), ``sigmas_with_final_denoise`` (+ ``0.0``, n+1 calls).
         - ``comfyui``: ``sigmas`` as the comma-separated text a ``ManualSigmas`` node takes
-          (plain decimals, ending in 0.0), ``sigmas_list``, ``node``.
+          (plain decimals, n+1 values, n model calls), ``sigmas_list``,
+          ``sigmas_with_final_denoise`` (text ending in 0.0), ``node``.
         - ``k-diffusion`` and ``comfyui`` also carry ``solver_match`` (:data:`SOLVER_MATCH`):
           which ld3 solver setting their samplers equal (``lower_order_final=False``) and how
           they differ from ld3's default ``lower_order_final=True``.

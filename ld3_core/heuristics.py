@@ -19,7 +19,12 @@ Extra (accepted by :func:`discretize`, not in :data:`HEURISTICS`):
   the late steps closer to t_min (e.g. VPLinear, N = 4: t_3 = 0.0634 vs 0.0749).
 
 :data:`HEURISTICS` are the four baselines every job compares (uniform, quadratic, edm,
-logsnr); :data:`NAMES` everything :func:`discretize` accepts.
+logsnr); :data:`NAMES` everything :func:`discretize` accepts on any schedule;
+:data:`FLOW_HEURISTICS` the ones that need a flow-matching schedule:
+
+- ``shifted_uniform`` (flow matching only, the default grid of SD3 / FLUX pipelines):
+  ``u_i`` uniform between ``unshift(t_max)`` and ``unshift(t_min)``, ``t_i = shift(u_i)``
+  (:meth:`ld3_core.schedules.FlowMatch.shift_time`)
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from ld3_core.schedules import NoiseSchedule
 
 HEURISTICS = ("uniform", "quadratic", "edm", "logsnr")
 NAMES = (*HEURISTICS, "quadratic_tmin")
+FLOW_HEURISTICS = ("shifted_uniform",)  # need a schedule with shift_time / unshift_time
 
 
 def _grid(nfe: int) -> Tensor:
@@ -72,9 +78,28 @@ def discretize(name: str, nfe: int, schedule: NoiseSchedule, rho: float = 7.0) -
     if name == "logsnr":
         lam = schedule.lambda_min + u * (schedule.lambda_max - schedule.lambda_min)
         return _pin_ends(schedule.t_of_lambda(lam), schedule)
-    raise ValueError(f"unknown heuristic {name!r}; known: {', '.join(NAMES)}")
+    if name == "shifted_uniform":
+        return _pin_ends(_shifted_uniform(u, schedule), schedule)
+    raise ValueError(
+        f"unknown heuristic {name!r}; known: {', '.join(NAMES + FLOW_HEURISTICS)}")
+
+
+def _shifted_uniform(u: Tensor, schedule: NoiseSchedule) -> Tensor:
+    if not hasattr(schedule, "shift_time"):
+        raise ValueError(f"heuristic 'shifted_uniform' needs a flow-matching schedule, "
+                         f"got {type(schedule).__name__}")
+    u_max = float(schedule.unshift_time(schedule.t_max))
+    u_min = float(schedule.unshift_time(schedule.t_min))
+    return schedule.shift_time(u_max + u * (u_min - u_max))
+
+
+def heuristic_names(schedule: NoiseSchedule) -> tuple[str, ...]:
+    """The baselines a job on ``schedule`` compares: :data:`HEURISTICS`, plus
+    :data:`FLOW_HEURISTICS` (the pipelines' own default grid) on a flow-matching schedule."""
+    flow = FLOW_HEURISTICS if hasattr(schedule, "shift_time") else ()
+    return (*HEURISTICS, *flow)
 
 
 def all_heuristics(nfe: int, schedule: NoiseSchedule) -> dict[str, Tensor]:
-    """Every heuristic of :data:`HEURISTICS` for ``nfe`` steps, by name."""
-    return {name: discretize(name, nfe, schedule) for name in HEURISTICS}
+    """Every baseline of :func:`heuristic_names` for ``nfe`` steps, by name."""
+    return {name: discretize(name, nfe, schedule) for name in heuristic_names(schedule)}

@@ -314,11 +314,129 @@ class DiscreteVP(NoiseSchedule):
         return f"DiscreteVP(N={self.num_steps}, t_min={self.t_min}, t_max={self.t_max})"
 
 
+class FlowMatch(NoiseSchedule):
+    """Flow-matching / rectified-flow schedule (SD3, FLUX): ``alpha_t = 1 - t``, ``sigma_t = t``.
+
+    ``t`` in ``(0, 1)`` is diffusers' flow "sigma"; ``lambda_t = log((1 - t) / t)`` and
+    ``t(lambda) = 1 / (1 + exp(lambda))``. The network's time input is diffusers' timestep
+    ``num_train_timesteps * t`` (:meth:`network_time`).
+
+    The shift does not change alpha/sigma; it describes the time grid the model's pipelines
+    sample on (:meth:`shift_time`, the ``shifted_uniform`` heuristic) and the default interval
+    ends. As in diffusers' ``FlowMatchEulerDiscreteScheduler``: a static ``shift`` s maps a
+    uniform ``u`` to ``s u / (1 + (s - 1) u)``; with ``use_dynamic_shifting`` (FLUX) the shift
+    depends on the resolution: ``mu`` (given, or interpolated linearly in ``image_seq_len``
+    between ``(base_image_seq_len, base_shift)`` and ``(max_image_seq_len, max_shift)``) and
+    ``exp(mu) / (exp(mu) + (1/u - 1))`` (``time_shift_type="exponential"``) or
+    ``mu / (mu + (1/u - 1))`` (``"linear"``) -- both the static map with
+    s = exp(mu) resp. mu (:attr:`effective_shift`).
+
+    ``t_min`` / ``t_max`` default to the shifted ends ``1/N`` and ``1 - 1/N`` of the training
+    grid (N = ``num_train_timesteps``), as diffusers' flow DPM-Solver / UniPC start; ``t = 1``
+    itself has ``lambda = -inf`` and is excluded.
+    """
+
+    name = "flow_match"
+
+    def __init__(
+        self,
+        shift: float = 1.0,
+        use_dynamic_shifting: bool = False,
+        base_shift: float = 0.5,
+        max_shift: float = 1.15,
+        base_image_seq_len: int = 256,
+        max_image_seq_len: int = 4096,
+        image_seq_len: int | None = None,
+        mu: float | None = None,
+        time_shift_type: str = "exponential",
+        num_train_timesteps: int = 1000,
+        t_min: float | None = None,
+        t_max: float | None = None,
+    ) -> None:
+        if not shift > 0:
+            raise ValueError(f"shift must be > 0, got {shift}")
+        if time_shift_type not in ("exponential", "linear"):
+            raise ValueError(f"time_shift_type must be 'exponential' or 'linear', "
+                             f"got {time_shift_type!r}")
+        if int(num_train_timesteps) < 2:
+            raise ValueError("num_train_timesteps must be >= 2")
+        self.shift = float(shift)
+        self.use_dynamic_shifting = bool(use_dynamic_shifting)
+        self.base_shift, self.max_shift = float(base_shift), float(max_shift)
+        self.base_image_seq_len = int(base_image_seq_len)
+        self.max_image_seq_len = int(max_image_seq_len)
+        self.image_seq_len = None if image_seq_len is None else int(image_seq_len)
+        self.time_shift_type = time_shift_type
+        self.num_train_timesteps = int(num_train_timesteps)
+        if self.use_dynamic_shifting and mu is None:
+            if self.image_seq_len is None:
+                raise ValueError("use_dynamic_shifting needs image_seq_len (or mu)")
+            slope = (self.max_shift - self.base_shift) / (
+                self.max_image_seq_len - self.base_image_seq_len)
+            mu = self.base_shift + slope * (self.image_seq_len - self.base_image_seq_len)
+        self.mu = None if mu is None else float(mu)
+        if self.use_dynamic_shifting:
+            s = math.exp(self.mu) if time_shift_type == "exponential" else self.mu
+            if not s > 0:
+                raise ValueError(f"dynamic shift {s} must be > 0 (mu={self.mu})")
+            self.effective_shift = s
+        else:
+            self.effective_shift = self.shift
+        n = self.num_train_timesteps
+        self.t_min = float(t_min) if t_min is not None else float(self.shift_time(1.0 / n))
+        self.t_max = float(t_max) if t_max is not None else float(self.shift_time(1.0 - 1.0 / n))
+        if not (0 < self.t_min < self.t_max < 1.0):
+            raise ValueError(f"need 0 < t_min < t_max < 1, got {self.t_min}, {self.t_max}")
+
+    def shift_time(self, u: TensorLike) -> Tensor:
+        """The pipeline's shift map ``s u / (1 + (s - 1) u)`` (s = :attr:`effective_shift`)."""
+        u = as_tensor(u)
+        s = self.effective_shift
+        return s * u / (1.0 + (s - 1.0) * u)
+
+    def unshift_time(self, t: TensorLike) -> Tensor:
+        """Inverse of :meth:`shift_time`: ``u = t / (s - (s - 1) t)``."""
+        t = as_tensor(t)
+        s = self.effective_shift
+        return t / (s - (s - 1.0) * t)
+
+    def log_alpha(self, t: TensorLike) -> Tensor:
+        return torch.log1p(-as_tensor(t))
+
+    def log_sigma(self, t: TensorLike) -> Tensor:
+        return torch.log(as_tensor(t))
+
+    def t_of_lambda(self, lam: TensorLike) -> Tensor:
+        return torch.sigmoid(-as_tensor(lam))
+
+    def network_time(self, t: TensorLike) -> Tensor:
+        """diffusers' flow timestep ``num_train_timesteps * t`` (0 .. N)."""
+        return as_tensor(t) * self.num_train_timesteps
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "shift": self.shift,
+            "use_dynamic_shifting": self.use_dynamic_shifting,
+            "base_shift": self.base_shift,
+            "max_shift": self.max_shift,
+            "base_image_seq_len": self.base_image_seq_len,
+            "max_image_seq_len": self.max_image_seq_len,
+            "image_seq_len": self.image_seq_len,
+            "mu": self.mu,
+            "time_shift_type": self.time_shift_type,
+            "num_train_timesteps": self.num_train_timesteps,
+            "t_min": self.t_min,
+            "t_max": self.t_max,
+        }
+
+
 _REGISTRY: dict[str, type[NoiseSchedule]] = {
     "vp_linear": VPLinear,
     "vp_cosine": VPCosine,
     "edm": EDM,
     "discrete_vp": DiscreteVP,
+    "flow_match": FlowMatch,
 }
 _ALIASES = {
     "vplinear": "vp_linear",
@@ -330,6 +448,9 @@ _ALIASES = {
     "karras": "edm",
     "discretevp": "discrete_vp",
     "discrete": "discrete_vp",
+    "flowmatch": "flow_match",
+    "flow": "flow_match",
+    "rectifiedflow": "flow_match",
 }
 
 
@@ -339,7 +460,8 @@ def names() -> list[str]:
 
 
 def get(name: str, **kw: Any) -> NoiseSchedule:
-    """Build a schedule by name (``vp_linear``, ``vp_cosine``, ``edm``, ``discrete_vp``).
+    """Build a schedule by name (``vp_linear``, ``vp_cosine``, ``edm``, ``discrete_vp``,
+    ``flow_match``).
 
     ``discrete_vp`` takes either ``alphas_cumprod=`` or diffusers-style ``beta_start``,
     ``beta_end``, ``num_train_timesteps``, ``beta_schedule``. Raises ``ValueError`` on an

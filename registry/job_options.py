@@ -28,6 +28,8 @@ class JobOptions(BaseModel):
             a path to a pytorch-fid ``.npz`` (mu, sigma).
         guidance_scale: classifier-free guidance scale for conditional models.
         prompts: text prompts (text-to-image models).
+        resolution: image size in pixels (SD3 / FLUX / SDXL folders; default the pipeline's).
+        class_labels: classes to condition on (DiT folders; default all).
         init: force one LD3 start (a heuristic name, ``trust_region`` or ``best_heuristic``:
             the best score on the train split); default: the ``ld3_inits`` best-scoring starts.
         refine: minimize the job's score directly over the times (default: on for LD3 jobs,
@@ -54,6 +56,8 @@ class JobOptions(BaseModel):
     reference: str = Field("teacher", min_length=1, max_length=1024)
     guidance_scale: float | None = Field(None, ge=0.0, le=100.0)
     prompts: list[str] | None = Field(None, min_length=1, max_length=1000)
+    resolution: int | None = Field(None, ge=8, le=8192)
+    class_labels: list[int] | None = Field(None, min_length=1, max_length=100_000)
     init: str | None = None
     report_nfes: list[int] = Field(default_factory=list, max_length=8)
     p: float | None = Field(None, ge=0.0, le=10.0)
@@ -132,6 +136,10 @@ class JobOptions(BaseModel):
             out["guidance_scale"] = self.guidance_scale
         if self.prompts is not None:
             out["prompts"] = list(self.prompts)
+        if self.resolution is not None:
+            out["resolution"] = self.resolution
+        if self.class_labels is not None:
+            out["class_labels"] = list(self.class_labels)
         return out
 
 

@@ -40,7 +40,7 @@ JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE_STATES = ("queued", "running")
 TERMINAL_STATES = ("succeeded", "failed", "cancelled")
 MODEL_KINDS = ("pixel", "latent", "text2img")
-PREDICTION_TYPES = ("eps", "x0", "v")
+PREDICTION_TYPES = ("eps", "x0", "v", "flow")
 
 # Artifact kinds the API knows how to serve; workers may add others (free-form strings).
 ARTIFACT_REPORT_JSON = "report_json"

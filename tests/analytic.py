@@ -109,7 +109,7 @@ def make_model(
     Args:
         gmm: the data distribution.
         schedule: the noise schedule.
-        prediction: "x0", "eps" or "v": what the wrapped network returns.
+        prediction: "x0", "eps", "v" or "flow" (eps - x0): what the wrapped network returns.
         network_time: if True the network is fed ``schedule.network_time(t)`` (e.g. the
             fractional DDPM index ``N t - 1`` of :class:`DiscreteVP`) and maps it back to t;
             otherwise it is fed t itself.
@@ -136,6 +136,8 @@ def make_model(
         eps = (x - a * x0) / s
         if prediction == "eps":
             return eps
+        if prediction == "flow":
+            return eps - x0
         return a * eps - s * x0
 
     time_input = None if network_time else (lambda t: t)

@@ -94,11 +94,11 @@ def test_export_formats(client, url, fmt):
     assert body.pop("source") == (row.extra or {}).get("source", row.kind)
     assert body == {**json.loads(json.dumps(expected)), "interpolated": False}
     sigmas = kd_sigmas(row.timesteps)
-    if fmt == "k-diffusion":
-        assert body["sigmas"][-1] == 0.0
-        assert body["sigmas"][:-1] == pytest.approx(sigmas, rel=1e-12)
+    if fmt == "k-diffusion":  # n+1 values: exactly n model calls when pasted verbatim
+        assert body["sigmas"] == pytest.approx(sigmas, rel=1e-12)
+        assert body["sigmas_with_final_denoise"][-1] == 0.0
     elif fmt == "comfyui":
-        assert parse_comfyui_sigmas(body["sigmas"]) == pytest.approx(sigmas + [0.0], rel=1e-9)
+        assert parse_comfyui_sigmas(body["sigmas"]) == pytest.approx(sigmas, rel=1e-9)
     else:
         assert body["sigmas"] == pytest.approx(sigmas, rel=1e-12)
     assert "etag" in response.headers
@@ -139,7 +139,7 @@ def test_interpolated_schedule_for_an_nfe_never_learned(client, url):
     assert client.get(f"{KEY}/8", headers={"If-None-Match": etag}).status_code == 304
     assert client.get(f"{KEY}/7").json()["source_nfe"] == six.nfe
     kd = client.get(f"{KEY}/8", params={"format": "k-diffusion"}).json()
-    assert kd["interpolated"] is True and kd["source_nfe"] == 10 and kd["sigmas"][-1] == 0.0
+    assert kd["interpolated"] is True and kd["source_nfe"] == 10 and len(kd["sigmas"]) == 9
     # once NFE 8 is learned, the published one is served instead
     learned = publish_fake_result(url, nfe=8)
     assert client.get(f"{KEY}/8").json()["schedule_id"] == learned.id
@@ -208,7 +208,7 @@ def test_builtin_models_noise_schedule_comes_from_ld3_core(client, url):
     body = client.get(f"{KEY}/4", params={"format": "k-diffusion"})
     assert body.status_code == 200, body.text
     schedule = load("builtin:gmm-digits").schedule
-    expected = schedule.kd_sigma(torch.tensor(times, dtype=F64)).tolist() + [0.0]
+    expected = schedule.kd_sigma(torch.tensor(times, dtype=F64)).tolist()
     assert body.json()["sigmas"] == pytest.approx(expected, rel=1e-12)
 
 

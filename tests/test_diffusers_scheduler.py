@@ -110,7 +110,9 @@ def test_learned_length_mismatch_step_order_and_bad_config():
     with pytest.raises(ValueError, match="unknown solver"):
         LD3Scheduler(solver="heun")
     with pytest.raises(ValueError, match="prediction_type"):
-        LD3Scheduler(prediction_type="flow_prediction")
+        LD3Scheduler(prediction_type="flow_prediction")  # without a FlowMatch schedule_config
+    with pytest.raises(ValueError, match="prediction_type"):
+        LD3Scheduler(prediction_type="score")
 
 
 def test_save_and_reload_keeps_the_learned_schedule(tmp_path):

@@ -74,14 +74,16 @@ def test_continuous_schedules_export_sigmas_only():
         torch.testing.assert_close(torch.tensor(out["sigmas"], dtype=torch.float64),
                                    sched.kd_sigma(t))
     edm = to_format("k-diffusion", discretize("edm", 5, EDM()), EDM())
-    assert edm["sigmas"][0] == pytest.approx(80.0) and edm["sigmas"][-2] == pytest.approx(0.002)
+    assert edm["sigmas"][0] == pytest.approx(80.0) and edm["sigmas"][-1] == pytest.approx(0.002)
 
 
-def test_kdiffusion_list_ends_in_zero():
+def test_kdiffusion_list_is_the_n_plus_1_learned_sigmas():
+    """Pasted verbatim, the list costs exactly n model calls (no trailing 0.0)."""
     t = _learned()
     out = to_format("k-diffusion", t, SD, model_timesteps=t)
-    assert len(out["sigmas"]) == 8 and out["sigmas"][-1] == 0.0
-    assert out["sigmas"][:-1] == to_format("native", t, SD)["sigmas"]
+    assert len(out["sigmas"]) == out["nfe"] + 1 == t.numel() and out["sigmas"][-1] > 0.0
+    assert out["sigmas"] == to_format("native", t, SD)["sigmas"]
+    assert out["sigmas_with_final_denoise"] == out["sigmas"] + [0.0]
     assert out["decoupled_times_dropped"] is True
     assert all(a > b for a, b in zip(out["sigmas"], out["sigmas"][1:], strict=False))
 
@@ -90,18 +92,20 @@ def test_comfyui_string_is_plain_decimals_that_parse_back():
     t = _learned()
     out = to_format("comfyui", t, SD)
     text = out["sigmas"]
-    assert "e" not in text.lower() and text.endswith("0.0") and out["node"] == "ManualSigmas"
+    assert "e" not in text.lower() and out["node"] == "ManualSigmas"
+    assert parse_comfyui_sigmas(text)[-1] > 0.0  # n+1 values: n model calls
+    assert parse_comfyui_sigmas(out["sigmas_with_final_denoise"]) == out["sigmas_list"] + [0.0]
     # ComfyUI's ManualSigmas node extracts signed plain decimals with a regex (no exponent)
     numbers = [float(m) for m in re.findall(r"[-+]?\d*\.?\d+", text)]
     back = parse_comfyui_sigmas(text)
     assert numbers == back
-    assert len(back) == 8
+    assert len(back) == t.numel()
     for got, want in zip(back, out["sigmas_list"], strict=True):
         assert got == want or math.isclose(got, want, rel_tol=1e-15)
     # tiny sigmas are written without exponent too
     tiny = to_format("comfyui", discretize("logsnr", 3, EDM(sigma_min=1e-5)), EDM(sigma_min=1e-5))
     assert "e" not in tiny["sigmas"]
-    assert parse_comfyui_sigmas(tiny["sigmas"])[-2] == pytest.approx(1e-5, rel=1e-12)
+    assert parse_comfyui_sigmas(tiny["sigmas"])[-1] == pytest.approx(1e-5, rel=1e-12)
 
 
 @pytest.mark.parametrize(

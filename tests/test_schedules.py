@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ld3_core import schedules
-from ld3_core.schedules import EDM, DiscreteVP, NoiseSchedule, VPCosine, VPLinear
+from ld3_core.schedules import EDM, DiscreteVP, FlowMatch, NoiseSchedule, VPCosine, VPLinear
 
 F64 = torch.float64
 
@@ -21,6 +21,8 @@ def _all_schedules() -> dict[str, NoiseSchedule]:
         "edm": EDM(),
         "discrete_linear": DiscreteVP.from_betas(0.0001, 0.02, 1000, "linear"),
         "discrete_scaled_linear": DiscreteVP.from_betas(0.00085, 0.012, 1000, "scaled_linear"),
+        "flow_match": FlowMatch(shift=3.0),
+        "flow_match_dynamic": FlowMatch(use_dynamic_shifting=True, image_seq_len=4096),
     }
 
 
@@ -241,7 +243,8 @@ def test_bad_parameters_raise_value_error(call) -> None:
 
 
 def test_names_lists_every_schedule() -> None:
-    assert set(schedules.names()) == {"vp_linear", "vp_cosine", "edm", "discrete_vp"}
+    assert set(schedules.names()) == {"vp_linear", "vp_cosine", "edm", "discrete_vp",
+                                      "flow_match"}
 
 
 def test_float32_inputs_keep_dtype() -> None:

@@ -15,11 +15,16 @@ Three kinds are recognised from the folder layout:
   embedding per sample among them, the unconditional input is the empty-prompt embedding
   and classifier-free guidance (``guidance_scale``) runs as one batched network call.
 
-The noise schedule is a :class:`~ld3_core.schedules.DiscreteVP` built from the very
-``alphas_cumprod`` table the model's own diffusers scheduler computes from its config
-(``beta_schedule``, ``trained_betas``, ``rescale_betas_zero_snr``), and the prediction type
-comes from its ``prediction_type`` (``epsilon`` / ``sample`` / ``v_prediction`` -> ``eps`` /
-``x0`` / ``v``). The network is fed the fractional discrete index ``N t - 1``
+``StableDiffusion3Pipeline``, ``FluxPipeline``, ``StableDiffusionXLPipeline`` and
+``DiTPipeline`` folders go to :mod:`ld3_core.models.families` (flow-matching schedules,
+pooled / added conditions, class labels); anything else gets an error naming what is
+supported.
+
+For the three kinds above, the noise schedule is a :class:`~ld3_core.schedules.DiscreteVP` built
+from the very ``alphas_cumprod`` table the model's own diffusers scheduler computes from its
+config (``beta_schedule``, ``trained_betas``, ``rescale_betas_zero_snr``), and the prediction
+type comes from its ``prediction_type`` (``epsilon`` / ``sample`` / ``v_prediction`` -> ``eps``
+/ ``x0`` / ``v``). The network is fed the fractional discrete index ``N t - 1``
 (:meth:`DiscreteVP.network_time`), the index convention of diffusers' schedulers.
 """
 
@@ -37,7 +42,8 @@ from torch import Tensor
 from ld3_core.models.wrapper import DiffusionModel
 from ld3_core.schedules import DiscreteVP
 
-PREDICTION_TYPES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
+PREDICTION_TYPES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v",
+                    "flow_prediction": "flow"}
 KINDS = ("pixel", "latent", "text-to-image")
 # Teacher settings of the LD3 paper (App. B.1.3) for guided text-to-image models.
 GUIDED_TEACHER_DEFAULTS = {"solver": "unipc", "order": 2, "nfe": 10}
@@ -45,12 +51,16 @@ DEFAULT_GUIDANCE_SCALE = 7.5
 
 _OPTIONS = ("device", "dtype", "guidance_scale", "prompts", "scheduler", "revision",
             "local_files_only", "cache_dir", "name")
+# options of the SD3 / FLUX / SDXL / DiT families only (ld3_core.models.families)
+_FAMILY_OPTIONS = ("resolution", "max_sequence_length", "class_labels")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
            "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
            "bf16": torch.bfloat16, "float64": torch.float64, "fp64": torch.float64}
 _HUB_PATTERNS = ["*.json", "*/*.json", "*.txt", "*/*.txt", "*/*.model",
                  "*.safetensors", "*/*.safetensors"]
+_HUB_PIPELINE_PATTERNS = ["model_index.json", "*/*.json", "*/*.txt", "*/*.model",
+                          "*/*.safetensors"]
 _HUB_IGNORE = ["safety_checker/*", "feature_extractor/*", "*.fp16.*", "*.ckpt", "*non_ema*",
                "*.ema.*"]
 
@@ -77,8 +87,11 @@ def schedule_from_scheduler_config(config: dict[str, Any]) -> DiscreteVP:
     import diffusers
 
     cfg = {k: v for k, v in dict(config).items()}
-    if cfg.get("use_flow_sigmas") or cfg.get("prediction_type") == "flow_prediction":
-        raise ValueError("flow-matching schedulers are not supported (need a discrete VP table)")
+    if cfg.get("use_flow_sigmas") or cfg.get("prediction_type") == "flow_prediction" or str(
+            cfg.get("_class_name", "")).startswith("FlowMatch"):
+        raise ValueError("a flow-matching scheduler config has no discrete VP table; flow "
+                         "models load as StableDiffusion3Pipeline / FluxPipeline folders "
+                         "(ld3_core.models.families.flow_schedule_from_config)")
     cls = getattr(diffusers, str(cfg.get("_class_name", "")), None)
     if cls is None or not hasattr(cls, "from_config"):
         cls = diffusers.DDPMScheduler
@@ -137,8 +150,17 @@ def resolve_folder(
     except ImportError as exc:  # pragma: no cover - huggingface_hub comes with diffusers
         raise ValueError("loading a hub id needs the huggingface_hub package") from exc
     try:
+        # pipeline repos (model_index.json) often also ship single-file checkpoints of many GB
+        # at the top level (sd3_medium.safetensors, flux1-dev.safetensors, ...): only the
+        # component sub-folders are fetched for them
+        first = Path(snapshot_download(
+            path_or_hub_id, revision=revision, allow_patterns=["model_index.json"],
+            local_files_only=offline, cache_dir=cache_dir,
+        ))
+        patterns = _HUB_PIPELINE_PATTERNS if (first / "model_index.json").is_file() \
+            else _HUB_PATTERNS
         folder = Path(snapshot_download(
-            path_or_hub_id, revision=revision, allow_patterns=_HUB_PATTERNS,
+            path_or_hub_id, revision=revision, allow_patterns=patterns,
             ignore_patterns=_HUB_IGNORE, local_files_only=offline, cache_dir=cache_dir,
         ))
         # older repos ship PyTorch .bin weights only: fetch those where no safetensors came
@@ -216,7 +238,9 @@ def inspect_folder(folder: Path, scheduler: Any = None) -> dict[str, Any]:
         raise ValueError(
             f"{folder} holds no UNet2DModel / UNet2DConditionModel "
             f"(found {found or 'no diffusers config'}); supported: a unet/ + scheduler/ folder, "
-            "a latent model with vae/ or vqvae/, a StableDiffusionPipeline folder, or a bare UNet"
+            "a latent model with vae/ or vqvae/, a StableDiffusionPipeline folder, a bare UNet, "
+            "or StableDiffusionXLPipeline / StableDiffusion3Pipeline / FluxPipeline / "
+            "DiTPipeline folders"
         )
     unet_cls = _class_name(unet_dir)
     if unet_cls not in ("UNet2DModel", "UNet2DConditionModel"):
@@ -267,8 +291,9 @@ def _check_unet(unet: Any) -> None:
             "input; 'fourier' models are VE/score-SDE, 'learned' takes integer steps only)"
         )
     if getattr(cfg, "addition_embed_type", None) is not None:
-        raise ValueError("UNets with addition_embed_type (SDXL-style added conditions) are "
-                         "not supported")
+        raise ValueError("UNets with addition_embed_type (SDXL-style added conditions) need "
+                         "their pipeline folder (StableDiffusionXLPipeline: unet/, text_encoder/, "
+                         "text_encoder_2/, tokenizers, vae/, scheduler/)")
     if getattr(cfg, "time_cond_proj_dim", None) is not None:
         raise ValueError("UNets with time_cond_proj_dim (guidance-distilled LCM) are not "
                          "supported")
@@ -411,14 +436,24 @@ def load_diffusers(path_or_hub_id: str, **options: Any) -> DiffusionModel:
         ValueError: unknown options, a missing/unsupported folder, an unreachable hub id, bad
             prompts, or guidance on a model without an unconditional input.
     """
-    unknown = sorted(set(options) - set(_OPTIONS))
+    from ld3_core.models.families import detect_family, load_family
+
+    unknown = sorted(set(options) - set(_OPTIONS) - set(_FAMILY_OPTIONS))
     if unknown:
-        raise ValueError(f"unknown option(s) {unknown}; accepted: {', '.join(_OPTIONS)}")
+        raise ValueError(f"unknown option(s) {unknown}; accepted: "
+                         f"{', '.join(_OPTIONS + _FAMILY_OPTIONS)}")
     device = torch.device(options.get("device") or "cpu")
     dtype = parse_dtype(options.get("dtype"))
     prompts = _check_prompts(options.get("prompts"))
     folder = resolve_folder(path_or_hub_id, options.get("revision"),
                             options.get("local_files_only"), options.get("cache_dir"))
+    family = detect_family(folder)
+    if family is not None:
+        return load_family(family, folder, options, dtype=dtype, device=device,
+                           name=str(options.get("name") or path_or_hub_id))
+    given = sorted(set(options) & set(_FAMILY_OPTIONS))
+    if given:
+        raise ValueError(f"option(s) {given} apply to SD3 / FLUX / SDXL / DiT folders only")
     info = inspect_folder(folder, options.get("scheduler"))
     kind = info["kind"]
     sched_cfg = info["scheduler_config"]
@@ -466,7 +501,7 @@ def load_diffusers(path_or_hub_id: str, **options: Any) -> DiffusionModel:
     model = DiffusionModel(
         fn, schedule, prediction,
         guidance_scale=guidance, uncond=uncond, sample_shape=shape,
-        cond_sampler=cond_sampler, decode=decode, network_dtype=dtype,
+        cond_sampler=cond_sampler, decode=decode, network_dtype=unet.dtype,
         name=str(options.get("name") or path_or_hub_id), latent=kind != "pixel",
         teacher_defaults=teacher_defaults, modules=(unet,),
     )

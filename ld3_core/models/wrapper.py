@@ -20,7 +20,8 @@ from torch import Tensor
 
 from ld3_core.schedules import NoiseSchedule, TensorLike, as_tensor
 
-PREDICTIONS = ("eps", "x0", "v")
+PREDICTIONS = ("eps", "x0", "v", "flow")
+_HALF = (torch.float16, torch.bfloat16)
 Cond = Mapping[str, Any]
 NetworkFn = Callable[..., Tensor]
 
@@ -67,14 +68,27 @@ def _concat_cond(cond: Cond, uncond: Cond, batch: int) -> dict[str, Any]:
     return out
 
 
+def _to_network_dtype(
+    x: Tensor, t_in: Tensor, cond: dict[str, Any], dtype: torch.dtype
+) -> tuple[Tensor, Tensor, dict[str, Any]]:
+    """Cast the network inputs: x and floating cond tensors to ``dtype``; the time input to
+    ``dtype``, but at least float32 (fp16/bf16 cannot hold timesteps like 999.5 exactly)."""
+    t_dtype = torch.float32 if dtype in _HALF else dtype
+    cond = {k: (v.to(dtype) if isinstance(v, Tensor) and v.is_floating_point() else v)
+            for k, v in cond.items()}
+    return x.to(dtype), t_in.to(t_dtype), cond
+
+
 class DiffusionModel:
     """A denoising network bound to its noise schedule and parameterization.
 
     Args:
         fn: network ``fn(x, t_in, **cond) -> Tensor`` of x's shape; x is (B, ...), t_in is (B,).
         schedule: the :class:`NoiseSchedule` the network was trained with.
-        prediction: what ``fn`` predicts: ``"eps"`` (noise), ``"x0"`` (data) or ``"v"``
-            (``alpha eps - sigma x0``).
+        prediction: what ``fn`` predicts: ``"eps"`` (noise), ``"x0"`` (data), ``"v"``
+            (``alpha eps - sigma x0``) or ``"flow"`` (the flow-matching velocity
+            ``eps - x0``, = dx/dt under :class:`~ld3_core.schedules.FlowMatch`; valid under any
+            schedule: ``x0 = (x - sigma v) / (alpha + sigma)``).
         time_input: maps solver/model time t (B,) to the network's time input; default
             ``schedule.network_time``.
         guidance_scale: classifier-free guidance weight w (1 = no guidance). With w != 1 the
@@ -86,7 +100,11 @@ class DiffusionModel:
         cond_sampler: ``(n, generator) -> cond dict`` drawing conditions for n samples
             (class labels, prompt embeddings); None for unconditional models.
         decode: maps samples to pixels in [-1, 1] (the VAE decoder of latent models).
-        network_dtype: dtype the network runs in (inputs cast to it, outputs cast back).
+        network_dtype: dtype the network runs in. The wrapper casts at the network boundary:
+            x and floating conditions go in as ``network_dtype`` (the time input as float32
+            for 16-bit networks, as diffusers' pipelines feed it), the output comes back in
+            the dtype of the state x, so solver arithmetic stays in x_T's dtype. None: no
+            cast (the network must accept x's dtype).
         name: the model id.
         latent: True for latent-space models (trust-region p = 2, LD3 latent learning rates).
         teacher_defaults: per-model overrides of the teacher configuration.
@@ -157,7 +175,7 @@ class DiffusionModel:
             tin = torch.cat([t_in, t_in], dim=0)
             cond = _concat_cond(cond, self.uncond or {}, x.shape[0])
         if self.network_dtype is not None:
-            xin, tin = xin.to(self.network_dtype), tin.to(self.network_dtype)
+            xin, tin, cond = _to_network_dtype(xin, tin, cond, self.network_dtype)
         out = self.fn(xin, tin, **cond).to(x.dtype)
         if out.shape != xin.shape:
             raise ValueError(
@@ -192,6 +210,8 @@ class DiffusionModel:
         alpha, sigma = _scales(self.schedule, t, x)
         if self.prediction == "eps":
             return (x - sigma * out) / alpha
+        if self.prediction == "flow":
+            return (x - sigma * out) / (alpha + sigma)
         return (alpha * x - sigma * out) / (alpha**2 + sigma**2)
 
     def eps(
@@ -205,6 +225,8 @@ class DiffusionModel:
         alpha, sigma = _scales(self.schedule, t, x)
         if self.prediction == "x0":
             return (x - alpha * out) / sigma
+        if self.prediction == "flow":
+            return (x + alpha * out) / (alpha + sigma)
         return (sigma * x + alpha * out) / (alpha**2 + sigma**2)
 
     # -- sampling helpers ---------------------------------------------------------------------
