@@ -53,6 +53,12 @@ def test_selection_rule_publishes_learned_only_beyond_the_interval():
     assert (winner.source, best_h) == ("ld3", "logsnr")
     assert gain["ratio"] == pytest.approx(0.6) and gain["ratio_ci"][1] < 1.0
     assert table["uniform"]["ratio_to_best_heuristic"] == pytest.approx(2.0)
+    # the learned candidate under test is the one picked on training data, not the best here
+    cands.append(Candidate("trust_region", "trust_region", t))
+    scores["trust_region"] = _score(0.9, 0.9 * base)
+    winner, _, gain, _ = select_winner(cands, scores, learned_pick="trust_region")
+    assert winner.name == "trust_region" and gain["learned_candidate"] == "trust_region"
+    cands.pop()
     # lower point estimate, but the paired interval straddles 1 -> the heuristic is published
     noisy = 0.97 * base * (1 + 0.2 * rng.standard_normal(200))
     scores["ld3@logsnr"] = _score(0.97, noisy)

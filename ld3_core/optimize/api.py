@@ -367,14 +367,18 @@ def _finite(v: float) -> float:
 
 
 def select_winner(
-    cands: list[Candidate], scores: dict[str, CandidateScore], exact_fd: float = 0.0
+    cands: list[Candidate], scores: dict[str, CandidateScore], exact_fd: float = 0.0,
+    learned_pick: str | None = None,
 ) -> tuple[Candidate, str, dict[str, Any], dict[str, dict[str, Any]]]:
     """The published candidate, the best heuristic's name, the gain record and the per-
     candidate score table (see :class:`Outcome`).
 
     Rule: the best heuristic (lowest FD) is the baseline; the best learned candidate is
     published only when the upper end of the paired 95 % interval of FD(learned) / FD(best
-    heuristic) is below 1; otherwise the best heuristic is. A best heuristic whose FD is at
+    heuristic) is below 1; otherwise the best heuristic is. ``learned_pick`` names the learned
+    candidate to test, chosen beforehand on training data, so that the held-out interval is
+    not biased by picking the best of several learned candidates on the same samples (None:
+    the learned candidate with the lowest held-out FD). A best heuristic whose FD is at
     most ``exact_fd`` (squared feature units; the caller passes a small fraction of the noise
     floor) already matches the teacher: ratios below it are round-off, and it is published.
     """
@@ -393,7 +397,9 @@ def select_winner(
     gain: dict[str, Any] = {"learned_candidate": None, "learned_ratio": None,
                             "learned_ratio_ci": None, "separable": False}
     if learned:
-        best_l = min(learned, key=lambda c: _finite(scores[c.name].fd))
+        by_name = {c.name: c for c in learned}
+        best_l = by_name[learned_pick] if learned_pick in by_name else min(
+            learned, key=lambda c: _finite(scores[c.name].fd))
         row = table[best_l.name]
         ci_hi = row["ratio_ci"][1]
         gain.update(learned_candidate=best_l.name, learned_ratio=row["ratio_to_best_heuristic"],
@@ -494,11 +500,14 @@ def optimize_schedule(
         refined = job.refine(cands, tune)
         if refined is not None:
             cands.append(refined)
+            tune[refined.name] = float(job.details["refine"]["score"])
     job.details["tune_scores"] = {k: float(v) for k, v in tune.items()}
     scores, samples = job.score(cands)
     floor = job.score_set.noise_floor()
     exact_fd = EXACT_FRACTION * floor["fd_at_n"] if floor else 0.0
-    winner, best_h, gain, table = select_winner(cands, scores, exact_fd)
+    learned = [c.name for c in cands if not c.source.startswith("heuristic:") and c.name in tune]
+    pick = min(learned, key=lambda k: _finite(tune[k])) if learned else None
+    winner, best_h, gain, table = select_winner(cands, scores, exact_fd, learned_pick=pick)
     if cfg.report_nfes:
         job.details["other_nfes"] = job.score_other_nfes()
     outcome = Outcome(
