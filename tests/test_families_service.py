@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover
     from tests import family_helpers as F
 
 NFE = 3
-SCORING = {"n_score_samples": 4, "score_batch_size": 4, "extractor": "pixels", "seed": 1}
+SCORING = {"n_score_samples": 8, "score_batch_size": 4, "extractor": "pixels", "seed": 1}
 REGISTER = {
     "sd3": ("text2img", {}),
     "flux": ("text2img", {"resolution": 16}),
@@ -60,13 +60,15 @@ def test_ld3_and_trust_region_jobs_through_the_service(fam, make_settings, tmp_p
     model_kind, options = REGISTER[kind]
     model_id = f"tiny-{kind.replace('_', '-')}"
     prompts = None if kind == "dit" else F.PROMPTS[:2]
-    settings = make_settings(database_url=f"sqlite:///{tmp_path / 'fam.db'}")
+    settings = make_settings(database_url=f"sqlite:///{tmp_path / 'fam.db'}",
+                             model_roots=str(fam[kind].parent))
     try:
         with TestClient(create_app(settings)) as client:
             resp = client.post("/models", json={"id": model_id, "source": str(fam[kind]),
                                                 "kind": model_kind, "options": options})
             assert resp.status_code == 201, resp.text
             ld3_opts = {**SCORING, "n_train": 2, "n_val": 2, "epochs": 1, "batch_size": 2,
+                        "n_tune": 8, "ld3_inits": 1, "refine_max_evals": 4,
                         "teacher_nfe": 4, "teacher_solver": "unipc", "teacher_order": 2}
             if prompts:
                 ld3_opts["prompts"] = prompts
