@@ -257,9 +257,9 @@ def step_ld3_kill() -> dict[str, Any]:
     check(len(starts) == 2 and starts[1].get("ld3_checkpoint") is True,
           "second attempt started from the LD3 checkpoint")
     optimized = [e for e in events if e.get("event") == "optimized"]
-    check(len(optimized) == 1 and optimized[0].get("first_iteration", 0) > 1,
-          f"training resumed at iteration {optimized[0].get('first_iteration') if optimized else None}"
-          " (not restarted)")
+    first = optimized[0].get("first_iteration", 0) if optimized else None
+    check(len(optimized) == 1 and (first or 0) > 1,
+          f"training resumed at iteration {first} (not restarted)")
     check_schedule_served(done)
     return done
 
