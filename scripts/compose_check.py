@@ -73,11 +73,12 @@ def run(args: list[str], check_rc: bool = True, quiet: bool = False) -> str:
 
 
 def compose(*args: str, **kw: Any) -> str:
+    kw.setdefault("quiet", True)  # compose reports progress on stderr
     return run([*COMPOSE, *args], **kw)
 
 
 def container(service: str) -> str:
-    cid = compose("ps", "-a", "-q", service, quiet=True).strip()
+    cid = compose("ps", "-a", "-q", service).strip()
     if not cid:
         raise CheckFailed(f"no container for service {service}")
     return cid.splitlines()[0]
@@ -93,8 +94,8 @@ def in_api(*cmd: str) -> subprocess.CompletedProcess[str]:
 
 
 def psql(sql: str) -> str:
-    return compose("exec", "-T", "postgres", "psql", "-U", "ld3", "-d", "ld3", "-tAc", sql,
-                   quiet=True).strip()
+    return compose("exec", "-T", "postgres", "psql", "-U", "ld3", "-d", "ld3", "-tAc",
+                   sql).strip()
 
 
 # ----------------------------------------------------------------------------------- HTTP
@@ -212,8 +213,9 @@ def step_auth() -> dict[str, Any]:
 def check_schedule_served(done: dict[str, Any]) -> None:
     key = f"/schedules/{done['model']}/{done['solver']}/{done['nfe']}?order={done['order']}"
     status, headers, body = http("GET", key, token=None)
-    check(status == 200 and body["id"] == done["schedule_id"] and headers.get("etag"),
-          f"GET {key} -> 200, schedule {body.get('id')}, ETag")
+    check(status == 200 and body["schedule_id"] == done["schedule_id"]
+          and body["job_id"] == done["id"] and bool(headers.get("etag")),
+          f"GET {key} -> 200, schedule {body.get('schedule_id')} of the job, ETag")
     status, _, by_id = http("GET", f"/schedules/id/{done['schedule_id']}", token=None)
     check(status == 200 and by_id["timesteps"] == body["timesteps"],
           f"GET /schedules/id/{done['schedule_id']} -> 200, timesteps "
@@ -302,7 +304,7 @@ def step_outages() -> dict[str, Any]:
 
 def step_down_up(done: list[dict[str, Any]]) -> None:
     compose("down")
-    check(not compose("ps", "-a", "-q", quiet=True).strip(), "down: no container left")
+    check(not compose("ps", "-a", "-q").strip(), "down: no container left")
     compose("up", "-d", "--no-build")
     wait_healthy()
     for d in done:
@@ -349,6 +351,11 @@ def main() -> int:
         ok = True
     except CheckFailed as exc:
         print(f"\nFAILED: {exc}", file=sys.stderr, flush=True)
+    except Exception as exc:  # noqa: BLE001 - an unexpected answer is a failed check too
+        import traceback
+
+        traceback.print_exc()
+        print(f"\nFAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
     finally:
         print("\nstack step timings:")
         for name, secs in TIMINGS:

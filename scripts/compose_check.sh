@@ -41,14 +41,14 @@ mkdir -p "$STANDIN_DIR"
 T_START=$(date +%s.%N)
 TIMES=()
 step() {  # step NAME COMMAND...: run it, print and record its wall time
-    local name="$1" t0 t1 rc=0
+    local step_name="$1" t0 t1 rc=0
     shift
-    printf '\n== %s\n' "$name"
+    printf '\n== %s\n' "$step_name"
     t0=$(date +%s.%N)
     "$@" || rc=$?
     t1=$(date +%s.%N)
-    TIMES+=("$(printf '%7.1f s  %s' "$(echo "$t1 - $t0" | bc)" "$name")")
-    printf -- '-- %s: %.1f s%s\n' "$name" "$(echo "$t1 - $t0" | bc)" \
+    TIMES+=("$(printf '%7.1f s  %s' "$(echo "$t1 - $t0" | bc)" "$step_name")")
+    printf -- '-- %s: %.1f s%s\n' "$step_name" "$(echo "$t1 - $t0" | bc)" \
         "$([ $rc -eq 0 ] || echo " (FAILED, exit $rc)")"
     return $rc
 }
@@ -119,11 +119,14 @@ standins() {
     mkdir -p "$ctx"
     cp docker/standin/*.sh "$ctx/"
     cp "$CA_BUNDLE" "$ctx/ca-bundle.crt"
-    for name in python postgres redis; do
+    local base
+    for base in python postgres redis; do
         docker build -q --network host --build-arg DEBIAN_IMAGE=ld3-standin/debian:$SUITE \
-            -f "docker/standin/Dockerfile.$name" -t "ld3-standin/$name:latest" "$ctx" \
-            >/dev/null
-        echo "ld3-standin/$name:latest"
+            -f "docker/standin/Dockerfile.$base" -t "ld3-standin/$base:latest" "$ctx" \
+            >"$STANDIN_DIR/build-standin-$base.log" 2>&1 \
+            || { tail -n 30 "$STANDIN_DIR/build-standin-$base.log"; return 1; }
+        echo "ld3-standin/$base:latest $(docker image inspect -f '{{.Id}}' \
+            "ld3-standin/$base:latest" | cut -c8-19)"
     done
 }
 
@@ -144,52 +147,60 @@ build_worker() {
         || { tail -n 30 "$STANDIN_DIR/build-worker.log"; return 1; }
     grep -E '^(Step|Successfully built)|Using cache' "$STANDIN_DIR/build-worker.log" | tail -n 4
 }
-describe_images() {
-    local img size user secrets_found=0
-    printf '%-30s %9s  %s\n' image size user
-    for img in ld3-api:latest ld3-worker:latest ld3-standin/python:latest \
-               ld3-standin/postgres:latest ld3-standin/redis:latest ld3-standin/debian:$SUITE; do
-        size=$(docker image inspect -f '{{.Size}}' "$img")
-        user=$(docker image inspect -f '{{.Config.User}}' "$img")
-        printf '%-30s %6d MB  %s\n' "$img" $((size / 1000000)) "${user:-root}"
-    done
-    for img in ld3-api:latest ld3-worker:latest; do
-        [ "$(docker image inspect -f '{{.Config.User}}' "$img")" = ld3 ] \
-            || { echo "$img does not run as ld3" >&2; return 1; }
-        # no secret in the image: its environment and build history name no token/password
-        if docker image inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$img" \
-                | grep -Eiq '^[A-Z_]*(TOKEN|PASSWORD|SECRET)[A-Z_]*='; then
-            echo "$img: a secret-like variable in its environment" >&2; secrets_found=1
-        fi
-        if docker history --no-trunc --format '{{.CreatedBy}}' "$img" \
-                | grep -Eiq 'LD3_API_TOKEN=|PASSWORD=|SECRET='; then
-            echo "$img: a secret-like value in its build history" >&2; secrets_found=1
-        fi
-        if docker run --rm --entrypoint sh "$img" -c \
-                'find /app /home/ld3 -name ".env*" -o -name "*.pem" -o -name "*.key" | grep -q .'
-        then
-            echo "$img: key or .env files inside" >&2; secrets_found=1
-        fi
-        docker run --rm --entrypoint python "$img" -c '
+# Run inside an image: torch's version and build, and the size of torch + its CUDA wheels.
+TORCH_PROBE='
 import importlib.metadata as md, os, sys, torch
-names = ("torch", "torchvision", "triton")
 size = 0
 for d in md.distributions():
     n = (d.metadata["Name"] or "").lower()
-    if n in names or n.startswith(("nvidia-", "cuda-")):
-        size += sum(os.path.getsize(p) for p in (d.locate_file(f) for f in d.files or ())
-                    if os.path.isfile(p))
-print(f"'"$img"': torch {torch.__version__} (CUDA build: {torch.version.cuda or \"none, CPU\"}),"
-      f" torch + torchvision + triton + nvidia/cuda wheels {size / 1e6:.0f} MB installed,"
-      f" python {sys.version.split()[0]}, uid {os.getuid()}")'
+    if n in ("torch", "torchvision", "triton") or n.startswith(("nvidia-", "cuda-")):
+        paths = (d.locate_file(f) for f in d.files or ())
+        size += sum(os.path.getsize(p) for p in paths if os.path.isfile(p))
+cuda = torch.version.cuda or "none (CPU build)"
+print("torch %s, CUDA %s; torch+torchvision+triton+nvidia/cuda wheels %d MB installed;"
+      " python %s, uid %d" % (torch.__version__, cuda, size // 10**6,
+                               sys.version.split()[0], os.getuid()))
+'
+describe_images() {
+    local img size user bad=0
+    printf '%-30s %9s  %s\n' image size user
+    for img in ld3-api:latest ld3-worker:latest ld3-standin/python:latest \
+               ld3-standin/postgres:latest ld3-standin/redis:latest ld3-standin/debian:$SUITE; do
+        size=$(docker image inspect -f '{{.Size}}' "$img") || return 1
+        user=$(docker image inspect -f '{{.Config.User}}' "$img")
+        printf '%-30s %6d MB  %s\n' "$img" $((size / 1000000)) "${user:-root}"
     done
-    [ "$secrets_found" = 0 ] && echo "no secret found in the project images"
+    docker system df | sed -n '1,2p'
+    for img in ld3-api:latest ld3-worker:latest; do
+        if [ "$(docker image inspect -f '{{.Config.User}}' "$img")" != ld3 ]; then
+            echo "$img does not run as ld3" >&2; bad=1
+        fi
+        # no secret in the image: its environment and build history name no token/password
+        if docker image inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$img" \
+                | grep -Eiq '^[A-Z_]*(TOKEN|PASSWORD|SECRET)[A-Z_]*='; then
+            echo "$img: a secret-like variable in its environment" >&2; bad=1
+        fi
+        if docker history --no-trunc --format '{{.CreatedBy}}' "$img" \
+                | grep -Eiq 'LD3_API_TOKEN=|PASSWORD=|SECRET='; then
+            echo "$img: a secret-like value in its build history" >&2; bad=1
+        fi
+        # nor key / .env files among the copied sources, the home folder or /data
+        if docker run --rm --entrypoint sh "$img" -c 'find /app /home /data \( -name ".env*" \
+                -o -name "*.pem" -o -name "*.key" -o -name "id_*" \) 2>/dev/null | grep .'
+        then
+            echo "$img: key or .env files inside (above)" >&2; bad=1
+        fi
+        printf '%s: ' "$img"
+        docker run --rm --entrypoint python "$img" -c "$TORCH_PROBE" || bad=1
+    done
+    [ "$bad" = 0 ] && echo "no secret found; both project images run as user ld3 (uid 1000)"
 }
 
 cleanup() {
     if [ -z "${LD3_CHECK_KEEP:-}" ] && docker info >/dev/null 2>&1; then
-        docker compose -p "$LD3_CHECK_PROJECT" -f docker-compose.yml \
-            -f docker-compose.check.yml down -v --remove-orphans >/dev/null 2>&1 || true
+        LD3_API_TOKEN="${LD3_API_TOKEN:-unused}" docker compose -p "$LD3_CHECK_PROJECT" \
+            -f docker-compose.yml -f docker-compose.check.yml down -v --remove-orphans \
+            >/dev/null 2>&1 || true
     fi
 }
 
@@ -205,8 +216,13 @@ if [ $rc -ne 0 ]; then
     echo "compose check: image stage FAILED" >&2
     exit $rc
 fi
+# The bearer token and the database password: from the environment, or fresh ones (never
+# written anywhere but the containers' environment).
+export LD3_API_TOKEN="${LD3_API_TOKEN:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}"
+export LD3_DB_PASSWORD="${LD3_DB_PASSWORD:-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')}"
 trap cleanup EXIT
-# LD3_API_TOKEN etc. come from the environment or are generated by the Python driver.
+# a stack left by an interrupted run (its volumes hold another password): start clean
+cleanup
 python3 scripts/compose_check.py || rc=$?
 printf '%9.1f s  whole script (%s)\n' "$(echo "$(date +%s.%N) - $T_START" | bc)" \
     "$([ $rc -eq 0 ] && echo 'compose check passed' || echo 'compose check FAILED')"
