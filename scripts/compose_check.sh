@@ -26,7 +26,19 @@
 # CUDA torch instead of the CPU wheel its default index gives (docs/service.md has the sizes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPO="$PWD"
+
+# `compose_check.sh --wanted`: exit 0 if this machine should run the check (what .ci/run
+# asks): LD3_COMPOSE_CHECK=1 always (the script installs and starts the engine itself),
+# LD3_COMPOSE_CHECK=0 never, unset only when a Docker engine already answers `docker info`.
+if [ "${1:-}" = --wanted ]; then
+    case "${LD3_COMPOSE_CHECK:-}" in
+        1|yes|true) exit 0 ;;
+        0|no|false) exit 1 ;;
+        "") command -v docker >/dev/null 2>&1 && timeout 20 docker info >/dev/null 2>&1
+            exit $? ;;
+        *) echo "LD3_COMPOSE_CHECK must be 1 or 0, not '$LD3_COMPOSE_CHECK'" >&2; exit 2 ;;
+    esac
+fi
 export DOCKER_BUILDKIT="${DOCKER_BUILDKIT:-0}"  # the classic builder: no buildx plugin needed
 STANDIN_DIR="${LD3_STANDIN_DIR:-/var/tmp/ld3-standin}"
 SUITE="${LD3_STANDIN_SUITE:-bookworm}"
@@ -38,31 +50,32 @@ export LD3_CHECK_PROJECT="${LD3_CHECK_PROJECT:-ld3check}"
 export LD3_CHECK_API_PORT="${LD3_CHECK_API_PORT:-18000}"
 mkdir -p "$STANDIN_DIR"
 
-T_START=$(date +%s.%N)
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+secs() { local ms=$(( $(now_ms) - $1 )); printf '%d.%d' $((ms / 1000)) $((ms % 1000 / 100)); }
+T_START=$(now_ms)
 TIMES=()
 step() {  # step NAME COMMAND...: run it, print and record its wall time
-    local step_name="$1" t0 t1 rc=0
+    local step_name="$1" t0 rc=0 took
     shift
     printf '\n== %s\n' "$step_name"
-    t0=$(date +%s.%N)
+    t0=$(now_ms)
     "$@" || rc=$?
-    t1=$(date +%s.%N)
-    TIMES+=("$(printf '%7.1f s  %s' "$(echo "$t1 - $t0" | bc)" "$step_name")")
-    printf -- '-- %s: %.1f s%s\n' "$step_name" "$(echo "$t1 - $t0" | bc)" \
+    took=$(secs "$t0")
+    TIMES+=("$(printf '%7s s  %s' "$took" "$step_name")")
+    printf -- '-- %s: %s s%s\n' "$step_name" "$took" \
         "$([ $rc -eq 0 ] || echo " (FAILED, exit $rc)")"
     return $rc
 }
 summary() {
     printf '\nbuild step timings:\n'
     printf '  %s\n' "${TIMES[@]}"
-    printf '%9.1f s  whole script\n' "$(echo "$(date +%s.%N) - $T_START" | bc)"
+    printf '  %7s s  image stage of the script\n' "$(secs "$T_START")"
 }
 need() { command -v "$1" >/dev/null 2>&1; }
 apt_install() {
     [ -n "${APT_UPDATED:-}" ] || { apt-get update -qq; APT_UPDATED=1; }
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
-need bc || apt_install bc
 
 # --------------------------------------------------------------------------- 1. engine
 engine() {
@@ -224,6 +237,6 @@ trap cleanup EXIT
 # a stack left by an interrupted run (its volumes hold another password): start clean
 cleanup
 python3 scripts/compose_check.py || rc=$?
-printf '%9.1f s  whole script (%s)\n' "$(echo "$(date +%s.%N) - $T_START" | bc)" \
+printf '  %7s s  whole script (%s)\n' "$(secs "$T_START")" \
     "$([ $rc -eq 0 ] && echo 'compose check passed' || echo 'compose check FAILED')"
 exit $rc

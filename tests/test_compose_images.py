@@ -228,3 +228,22 @@ def test_check_override_changes_only_the_stand_in_images_and_the_gpu_reservation
 def test_check_scripts_parse():
     subprocess.run(["bash", "-n", str(REPO / "scripts" / "compose_check.sh")], check=True)
     compile((REPO / "scripts" / "compose_check.py").read_text(), "compose_check.py", "exec")
+
+
+@pytest.mark.parametrize(
+    ("setting", "engine_answers", "wanted"),
+    [("", False, False), ("", True, True), ("1", False, True), ("0", True, False),
+     ("yes", False, True)],
+)
+def test_ci_runs_the_compose_check_only_when_asked_or_an_engine_runs(
+        tmp_path, setting, engine_answers, wanted):
+    """.ci/run calls ``compose_check.sh --wanted``; a fresh machine (no engine) skips it."""
+    fake = tmp_path / "docker"
+    fake.write_text(f"#!/bin/sh\nexit {0 if engine_answers else 1}\n")
+    fake.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "LD3_COMPOSE_CHECK": setting}
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "compose_check.sh"), "--wanted"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == (0 if wanted else 1), proc.stderr
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "if bash scripts/compose_check.sh --wanted; then" in ci

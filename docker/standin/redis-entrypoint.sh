@@ -8,6 +8,6 @@ if [ "${1:-}" = redis-server ]; then
         exec setpriv --reuid=redis --regid=redis --init-groups "$0" "$@"
     fi
     shift
-    set -- redis-server --protected-mode no --bind '*' "$@"
+    set -- redis-server "$@" --protected-mode no --bind '*'
 fi
 exec "$@"
