@@ -132,33 +132,46 @@ standins() {
     mkdir -p "$ctx"
     cp docker/standin/*.sh "$ctx/"
     cp "$CA_BUNDLE" "$ctx/ca-bundle.crt"
-    local base
+    local base old
     for base in python postgres redis; do
+        old=$(docker image inspect -f '{{.Id}}' "ld3-standin/$base:latest" 2>/dev/null || true)
         docker build -q --network host --build-arg DEBIAN_IMAGE=ld3-standin/debian:$SUITE \
             -f "docker/standin/Dockerfile.$base" -t "ld3-standin/$base:latest" "$ctx" \
             >"$STANDIN_DIR/build-standin-$base.log" 2>&1 \
             || { tail -n 30 "$STANDIN_DIR/build-standin-$base.log"; return 1; }
+        drop_previous "$old" "ld3-standin/$base:latest"
         echo "ld3-standin/$base:latest $(docker image inspect -f '{{.Id}}' \
             "ld3-standin/$base:latest" | cut -c8-19)"
     done
 }
 
 # ------------------------------------------------------------------- 3. the project images
+drop_previous() {  # drop_previous OLD_ID TAG: remove the image a rebuild of TAG replaced
+    local new
+    new=$(docker image inspect -f '{{.Id}}' "$2" 2>/dev/null || true)
+    if [ -n "$1" ] && [ "$1" != "$new" ]; then docker rmi "$1" >/dev/null 2>&1 || true; fi
+}
 build_api() {
+    local old
+    old=$(docker image inspect -f '{{.Id}}' ld3-api:latest 2>/dev/null || true)
     docker build --network host -f docker/Dockerfile.api \
         --build-arg PYTHON_IMAGE=ld3-standin/python:latest \
         --build-arg TORCH_INDEX_URL="$TORCH_INDEX" --build-arg PIP_INDEX_URL="$PIP_INDEX" \
         -t ld3-api:latest . >"$STANDIN_DIR/build-api.log" 2>&1 \
         || { tail -n 30 "$STANDIN_DIR/build-api.log"; return 1; }
     grep -E '^(Step|Successfully built)|Using cache' "$STANDIN_DIR/build-api.log" | tail -n 4
+    drop_previous "$old" ld3-api:latest
 }
 build_worker() {
+    local old
+    old=$(docker image inspect -f '{{.Id}}' ld3-worker:latest 2>/dev/null || true)
     docker build --network host -f docker/Dockerfile.worker \
         --build-arg TORCH_IMAGE=ld3-standin/python:latest \
         --build-arg TORCH_INDEX_URL="$TORCH_INDEX" --build-arg PIP_INDEX_URL="$PIP_INDEX" \
         -t ld3-worker:latest . >"$STANDIN_DIR/build-worker.log" 2>&1 \
         || { tail -n 30 "$STANDIN_DIR/build-worker.log"; return 1; }
     grep -E '^(Step|Successfully built)|Using cache' "$STANDIN_DIR/build-worker.log" | tail -n 4
+    drop_previous "$old" ld3-worker:latest
 }
 # Run inside an image: torch's version and build, and the size of torch + its CUDA wheels.
 TORCH_PROBE='
