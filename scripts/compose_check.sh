@@ -135,7 +135,7 @@ standins() {
     local base old
     for base in python postgres redis; do
         old=$(docker image inspect -f '{{.Id}}' "ld3-standin/$base:latest" 2>/dev/null || true)
-        docker build -q --network host --build-arg DEBIAN_IMAGE=ld3-standin/debian:$SUITE \
+        docker build -q --force-rm --network host --build-arg DEBIAN_IMAGE=ld3-standin/debian:$SUITE \
             -f "docker/standin/Dockerfile.$base" -t "ld3-standin/$base:latest" "$ctx" \
             >"$STANDIN_DIR/build-standin-$base.log" 2>&1 \
             || { tail -n 30 "$STANDIN_DIR/build-standin-$base.log"; return 1; }
@@ -154,7 +154,7 @@ drop_previous() {  # drop_previous OLD_ID TAG: remove the image a rebuild of TAG
 build_api() {
     local old
     old=$(docker image inspect -f '{{.Id}}' ld3-api:latest 2>/dev/null || true)
-    docker build --network host -f docker/Dockerfile.api \
+    docker build --force-rm --network host -f docker/Dockerfile.api \
         --build-arg PYTHON_IMAGE=ld3-standin/python:latest \
         --build-arg TORCH_INDEX_URL="$TORCH_INDEX" --build-arg PIP_INDEX_URL="$PIP_INDEX" \
         -t ld3-api:latest . >"$STANDIN_DIR/build-api.log" 2>&1 \
@@ -165,7 +165,7 @@ build_api() {
 build_worker() {
     local old
     old=$(docker image inspect -f '{{.Id}}' ld3-worker:latest 2>/dev/null || true)
-    docker build --network host -f docker/Dockerfile.worker \
+    docker build --force-rm --network host -f docker/Dockerfile.worker \
         --build-arg TORCH_IMAGE=ld3-standin/python:latest \
         --build-arg TORCH_INDEX_URL="$TORCH_INDEX" --build-arg PIP_INDEX_URL="$PIP_INDEX" \
         -t ld3-worker:latest . >"$STANDIN_DIR/build-worker.log" 2>&1 \
