@@ -69,7 +69,7 @@ class ModelCreate(BaseModel):
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="Loader options: device, dtype, guidance_scale, prompts, revision, "
-        "local_files_only." + OPTIONS_DOC,
+        "local_files_only, resolution, class_labels, max_sequence_length." + OPTIONS_DOC,
     )
     description: StrictStr | None = Field(None, max_length=2000, pattern=TEXT)
 

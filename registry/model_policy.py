@@ -104,6 +104,16 @@ class LoaderOptions(BaseModel):
     revision: str | None = Field(None, min_length=1, max_length=255,
                                  pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
     local_files_only: bool | None = None
+    resolution: int | None = Field(None, ge=8, le=8192)
+    class_labels: list[int] | None = Field(None, min_length=1, max_length=100_000)
+    max_sequence_length: int | None = Field(None, ge=1, le=4096)
+
+    @field_validator("class_labels")
+    @classmethod
+    def _labels_non_negative(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and any(v < 0 for v in value):
+            raise ValueError("class labels must be >= 0")
+        return value
 
     @field_validator("revision")
     @classmethod

@@ -35,7 +35,8 @@ API = f"http://127.0.0.1:{API_PORT}"
 MODEL = os.environ.get("LD3_CHECK_MODEL", "builtin:gmm-digits")
 TR_OPTIONS = {"n_score_samples": 64, "teacher_nfe": 10, "seed": 3}
 LD3_OPTIONS = {"n_train": 8, "n_val": 6, "epochs": 9, "teacher_nfe": 10,
-               "n_score_samples": 64, "seed": 5}
+               "n_score_samples": 64, "seed": 5, "n_tune": 16, "ld3_inits": 1,
+               "refine_max_evals": 10}
 SERVICES = ("postgres", "redis", "api", "worker")
 TIMINGS: list[tuple[str, float]] = []
 
@@ -237,10 +238,11 @@ def step_trust_region(tr: dict[str, Any]) -> dict[str, Any]:
 def step_ld3_kill() -> dict[str, Any]:
     ld3 = submit({"kind": "ld3", "model": MODEL, "solver": "unipc", "order": 2, "nfe": 6,
                   "options": LD3_OPTIONS})
-    state_pt = f"/data/artifacts/jobs/{ld3['id']}/ckpt/ld3/state.pt"
-    # kill once training iterations are checkpointed (optimize spans progress 0.2 .. 0.75)
+    state_pt = f"/data/artifacts/jobs/{ld3['id']}/ckpt/optimize/ld3/*/state.pt"
+    # kill once training iterations are checkpointed (LD3 spans 0.35 .. 0.65 of optimize)
     seen = wait_job(ld3["id"], timeout=600, until=lambda j: j["state"] == "running"
-                    and j["progress"] >= 0.3 and in_api("test", "-f", state_pt).returncode == 0)
+                    and j["progress"] >= 0.3
+                    and in_api("sh", "-c", f"ls {state_pt}").returncode == 0)
     worker = container("worker")
     run(["docker", "kill", worker], quiet=True)
     check(True, f"docker kill worker at stage {seen['stage']}, progress {seen['progress']:.2f}"
