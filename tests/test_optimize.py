@@ -201,3 +201,14 @@ def test_bad_arguments_are_rejected(gmm):
         optimize_schedule(gmm, "ld3", "unipc", 2, 4, n_select=2)
     with pytest.raises(ValueError, match="nfe"):
         optimize_schedule(gmm, "ld3", "unipc", 2, 0)
+
+
+def test_bootstrap_size_shrinks_for_wide_features_only():
+    ext = get_extractor("pixels")
+    gen = torch.Generator().manual_seed(0)
+    narrow = ScoreSet(torch.zeros(40, 1, 8, 8), None, torch.rand(40, 1, 8, 8, generator=gen),
+                      ext, n_boot=200)
+    wide = ScoreSet(torch.zeros(40, 1, 32, 32), None,
+                    torch.rand(40, 1, 32, 32, generator=gen), ext, n_boot=200)
+    assert narrow.n_boot_used == 200 and narrow.boot_index.shape == (200, 40)
+    assert 20 <= wide.n_boot_used < 200 and wide.boot_index.shape[0] == wide.n_boot_used

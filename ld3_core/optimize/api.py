@@ -182,8 +182,12 @@ class _Job:
         sizes = self._split_sizes()
         seeds = {"train": self.seed, "val": self.seed + VAL_SEED_OFFSET,
                  "select": self.seed + SELECT_SEED_OFFSET}
-        self.splits = {name: self.provider(name, n, seeds[name]).subset(slice(0, n))
-                       for name, n in sizes.items()}
+        self.splits = {}
+        done = 0
+        for name, n in sizes.items():
+            self.splits[name] = self.provider(name, n, seeds[name]).subset(slice(0, n))
+            done += n
+            self.stage("teacher", done / sum(sizes.values()))
         check_disjoint(self.splits)
         self.split_info = {name: {"n": n, "seed": seeds[name]} for name, n in sizes.items()}
         self.stage("teacher", 1.0)
@@ -516,6 +520,7 @@ def optimize_schedule(
         gain=gain, noise_floor=floor,
         splits=job.split_info,
         details={**job.details, "extractor": job.extractor.name,
+                 "n_boot": job.score_set.n_boot_used,
                  "settings": cfg.to_dict(), "kind": kind, "solver": solver, "order": order,
                  "nfe": nfe, "seed": seed},
         samples=samples,

@@ -26,6 +26,8 @@ from ld3_core.evaluation.frechet import feature_stats, frechet_distance
 
 Interval = tuple[float, float]
 LEVEL = 0.95
+BOOT_FLOP_BUDGET = 5.5e11  # per candidate: 200 resamples up to D = 512, 25 at 1024, 20 at 2048
+CACHE_MAX_DIM = 512  # cache the teacher's per-resample statistics up to this feature width
 
 
 def _psd_root(s: np.ndarray) -> np.ndarray:
@@ -102,7 +104,10 @@ class ScoreSet:
         extractor: the feature space of the FD.
         reference: None (FD against the teacher samples, paired) or a pytorch-fid
             ``(mu, sigma)`` pair.
-        n_boot: bootstrap resamples (at least 20).
+        n_boot: bootstrap resamples (at least 20). Each costs two symmetric eigen-
+            decompositions of a D x D matrix per candidate, so for wide features (Inception:
+            D = 2048) it is lowered to fit about ``BOOT_FLOP_BUDGET`` floating-point
+            operations per candidate (never below 20); ``n_boot_used`` says how many ran.
         seed: seed of the bootstrap index draws (the same draws for every candidate).
     """
 
@@ -124,8 +129,6 @@ class ScoreSet:
             raise ValueError(f"need at least 4 held-out samples to score, got {self.n}")
         self.teacher_pixels = None if teacher_pixels is None else teacher_pixels.double().cpu()
         self.reference = reference
-        rng = np.random.default_rng(seed)
-        self.boot_index = rng.integers(0, self.n, size=(max(20, int(n_boot)), self.n))
         if reference is None:
             self.teacher_features = _features(extractor, teacher_pixels)
             self.ref_mu, self.ref_sigma = _stats(self.teacher_features)
@@ -133,6 +136,11 @@ class ScoreSet:
             self.teacher_features = None
             self.ref_mu = np.asarray(reference[0], np.float64)
             self.ref_sigma = np.asarray(reference[1], np.float64)
+        self.dim = int(self.ref_mu.shape[0])
+        affordable = int(BOOT_FLOP_BUDGET / (20.0 * float(self.dim) ** 3))
+        self.n_boot_used = max(20, min(int(n_boot), affordable))
+        rng = np.random.default_rng(seed)
+        self.boot_index = rng.integers(0, self.n, size=(self.n_boot_used, self.n))
         self._ref_root = _psd_root(self.ref_sigma)
         self._boot_refs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
 
@@ -140,6 +148,9 @@ class ScoreSet:
         """(mu, sigma, sigma^(1/2)) of the reference for bootstrap draw b (cached)."""
         if self.teacher_features is None:
             return self.ref_mu, self.ref_sigma, self._ref_root
+        if self.dim > CACHE_MAX_DIM:  # B x 2 D x D floats would not fit: recompute
+            mu, s = _stats(self.teacher_features[self.boot_index[b]])
+            return mu, s, _psd_root(s)
         if self._boot_refs is None:
             self._boot_refs = []
             for idx in self.boot_index:
