@@ -51,6 +51,10 @@ class APIClient:
         """``GET /jobs/{id}``."""
         return self.request("GET", f"/jobs/{quote(job_id, safe='')}").json()
 
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """``POST /jobs/{id}/cancel``: the job after the cancel request."""
+        return self.request("POST", f"/jobs/{quote(job_id, safe='')}/cancel").json()
+
     def schedule(
         self, model: str, solver: str, nfe: int, order: int | None = None, fmt: str = "native"
     ) -> Any:

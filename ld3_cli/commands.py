@@ -204,6 +204,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """``ld3 cancel JOB_ID``: asks the API to cancel the job; with ``--wait`` follows it to the
+    end. Prints the job's state; exit 0 once the job is (or will be) cancelled."""
+    client = _client(args)
+    try:
+        job = client.cancel(args.job_id)
+        if args.wait and job.get("state") not in TERMINAL:
+            job = follow(client, str(job["id"]))
+        print(f"job {job.get('id')}: {job.get('state')}"
+              + (" (cancel requested)" if job.get("cancel_requested") and
+                 job.get("state") not in TERMINAL else ""))
+        return 0 if job.get("state") in ("cancelled", "queued", "running") else 1
+    finally:
+        client.close()
+
+
 def cmd_get(args: argparse.Namespace) -> int:
     """``ld3 get MODEL SOLVER NFE``: prints the best schedule in ``--format``."""
     client = _client(args)

@@ -8,6 +8,7 @@ Commands::
     ld3 migrate                   alembic upgrade head on LD3_DATABASE_URL
     ld3 submit KIND MODEL SOLVER NFE [--order K] [-o key=value ...] [--wait]
     ld3 status JOB_ID
+    ld3 cancel JOB_ID [--wait]
     ld3 get MODEL SOLVER NFE [--order K] [--format native|diffusers|k-diffusion|comfyui]
 
 ``submit``, ``status`` and ``get`` talk to a running API (``--url``, default ``LD3_URL`` or
@@ -88,18 +89,19 @@ def _add_client_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``ld3`` (sub-commands demo, serve, worker, migrate, submit,
-    status, get)."""
+    status, cancel, get)."""
     parser = _Parser(prog="ld3", description="Learn and serve diffusion-sampler time steps.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    demo = sub.add_parser("demo", help="embedded demo on a built-in model (no servers)")
+    demo = sub.add_parser("demo", help="embedded demo on a built-in model (no servers)",
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     demo.add_argument("--workdir", default=os.path.join(".ld3", "demo"),
-                      help="folder of the demo's SQLite file and artifacts (default .ld3/demo)")
+                      help="folder of the demo's SQLite file and artifacts")
     demo.add_argument("--model", default="builtin:unet-digits", help="built-in model id")
-    demo.add_argument("--solver", default="unipc", choices=SOLVERS)
-    demo.add_argument("--order", type=_positive_int, default=2)
-    demo.add_argument("--nfe", type=_positive_int, default=5)
+    demo.add_argument("--solver", default="unipc", choices=SOLVERS, help="sampler")
+    demo.add_argument("--order", type=_positive_int, default=2, help="sampler order")
+    demo.add_argument("--nfe", type=_positive_int, default=5, help="model calls per sample")
     demo.add_argument("--kinds", default="ld3,trust_region",
                       help="comma-separated job kinds to run (ld3, trust_region)")
     demo.add_argument("--n-train", type=_positive_int, default=40, help="LD3 teacher pairs")
@@ -107,13 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=_positive_int, default=3, help="LD3 training epochs")
     demo.add_argument("--n-tune", type=_positive_int, default=256,
                       help="training pairs that rank the starts and drive the refinement")
-    demo.add_argument("--teacher-nfe", type=_positive_int, default=20)
+    demo.add_argument("--teacher-nfe", type=_positive_int, default=20, help="teacher steps")
     demo.add_argument("--n-score-samples", type=_positive_int, default=1000,
                       help="held-out teacher pairs every candidate is scored on (FD + interval)")
     demo.add_argument("--report-nfes", type=_nfe_list, default=[3, 4, 6, 8],
                       help="more NFEs scored in the trust-region report's FD-vs-NFE plot "
                            "(comma-separated, '' for none)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="seed of every draw")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     serve = sub.add_parser("serve", help="run the REST API (uvicorn)")
@@ -146,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("job_id")
     _add_client_args(status)
 
+    cancel = sub.add_parser("cancel", help="cancel a queued or running job")
+    cancel.add_argument("job_id")
+    cancel.add_argument("--wait", action="store_true", help="wait until the job has ended")
+    _add_client_args(cancel)
+
     get = sub.add_parser("get", help="fetch the best schedule for model/solver/NFE")
     get.add_argument("model")
     get.add_argument("solver", choices=SOLVERS)
@@ -171,6 +178,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ld3 {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (``ld3 get ... | head``): no traceback, stdout closed quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -137,3 +137,32 @@ def test_module_entry_point_runs(tmp_path):
     assert helped.returncode == 0
     for command in ("demo", "serve", "worker", "submit", "status", "get", "migrate"):
         assert command in helped.stdout
+
+
+def test_demo_help_shows_defaults(capsys):
+    from ld3_cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "(default: 5)" in out and "(default: builtin:unet-digits)" in out
+
+
+def test_broken_pipe_ends_quietly():
+    import subprocess
+    import sys
+
+    # `ld3 demo --help | head -1`: the reader closes early; no traceback on stderr
+    proc = subprocess.Popen([sys.executable, "-c",
+                             "import sys\nfrom ld3_cli.main import main\n"
+                             "sys.stdout.write('x' * 10)\nsys.stdout.flush()\n"
+                             "import ld3_cli.commands as c\n"
+                             "c.cmd_status = lambda a: print('y' * 1000000) or 0\n"
+                             "sys.exit(main(['status', 'j']))"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.read(5)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(30)
+    assert "Traceback" not in err and proc.returncode == 141, err

@@ -123,6 +123,19 @@ def test_submit_status_get_against_ld3_serve(embedded_server, capsys):
     assert native["best_heuristic"] == native["source"].split(":", 1)[1]
     assert native["ratio_to_best_heuristic"] == pytest.approx(1.0)
 
+    # a long LD3 job, cancelled from the CLI
+    code, out, err = _run(
+        ["submit", "ld3", MODEL, "unipc", "5", "-o", "epochs=500", "-o", "n_train=20", "-o",
+         "n_val=10", "-o", "n_tune=20", "-o", "teacher_nfe=6", "-o", "n_score_samples=16",
+         "--url", url, "--token", "s3cret"], capsys)
+    assert code == 0, err
+    long_job = json.loads(out)["id"]
+    code, out, err = _run(["cancel", long_job, "--wait", "--url", url, "--token", "s3cret"],
+                          capsys)
+    assert code == 0 and out.strip() == f"job {long_job}: cancelled", out + err
+    code, out, err = _run(["cancel", "nope", "--url", url, "--token", "s3cret"], capsys)
+    assert code == 1 and "404" in err and len(err.strip().splitlines()) == 1
+
     code, out, err = _run(["get", MODEL, "euler", "3", "--url", url], capsys)
     assert code == 1 and "404" in err and len(err.strip().splitlines()) == 1
     code, out, err = _run(["submit", "ld3", "builtin:nope", "unipc", "3", "--url", url,
