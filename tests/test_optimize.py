@@ -208,7 +208,24 @@ def test_bootstrap_size_shrinks_for_wide_features_only():
     gen = torch.Generator().manual_seed(0)
     narrow = ScoreSet(torch.zeros(40, 1, 8, 8), None, torch.rand(40, 1, 8, 8, generator=gen),
                       ext, n_boot=200)
-    wide = ScoreSet(torch.zeros(40, 1, 32, 32), None,
-                    torch.rand(40, 1, 32, 32, generator=gen), ext, n_boot=200)
+    # many samples of wide features (Inception-like: n 1000, D 2048) cost O(n^2 D) each
+    wide = ScoreSet(torch.zeros(1000, 2, 32, 32), None,
+                    torch.rand(1000, 2, 32, 32, generator=gen), ext, n_boot=200)
     assert narrow.n_boot_used == 200 and narrow.boot_index.shape == (200, 40)
     assert 20 <= wide.n_boot_used < 200 and wide.boot_index.shape[0] == wide.n_boot_used
+
+
+@pytest.mark.parametrize("n,d", [(30, 8), (6, 40), (40, 40)])
+def test_feature_reference_fd_matches_the_covariance_formula(n, d):
+    from ld3_core.evaluation.frechet import feature_stats, frechet_distance
+    from ld3_core.optimize.scoring import FeatureRef
+
+    rng = np.random.default_rng(n + d)
+    a = rng.standard_normal((n, d)) @ rng.standard_normal((d, d)) * 0.3
+    b = rng.standard_normal((n + 3, d)) + 0.2
+    want = frechet_distance(*feature_stats(b), *feature_stats(a))
+    ref = FeatureRef(a)
+    assert ref.uses_gram(n + 3) == (min(n, n + 3) <= d)
+    # the D x D route loses ~1e-8 on rank-deficient covariances (n < D); the n x n one does not
+    assert ref.fd(b) == pytest.approx(want, rel=1e-7, abs=1e-9)
+    assert FeatureRef(stats=feature_stats(a)).fd(b) == pytest.approx(want, rel=1e-9, abs=1e-9)

@@ -40,8 +40,8 @@ from ld3_core.optimize.scoring import (
     CandidateScore,
     ScoreSet,
     fd_of,
+    feature_reference,
     ratio_interval,
-    reference_triplet,
 )
 from ld3_core.teacher import TeacherConfig, TeacherData, generate, model_device
 
@@ -198,7 +198,7 @@ class _Job:
         if "train" in self.splits:
             train = self.splits["train"].subset(slice(0, self.cfg.n_tune))
             self.tune = train
-            self.tune_ref = reference_triplet(
+            self.tune_ref = feature_reference(
                 self.extractor, decode_pixels(self.model, train.x_0, device=self.device))
         sel = self.splits["select"]
         reference = None

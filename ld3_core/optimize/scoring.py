@@ -13,6 +13,7 @@ bootstrap resamples the candidate's features only.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,11 +23,10 @@ import torch
 from torch import Tensor
 
 from ld3_core.evaluation.extractors import FeatureExtractor
-from ld3_core.evaluation.frechet import feature_stats, frechet_distance
 
 Interval = tuple[float, float]
 LEVEL = 0.95
-BOOT_FLOP_BUDGET = 5.5e11  # per candidate: 200 resamples up to D = 512, 25 at 1024, 20 at 2048
+BOOT_FLOP_BUDGET = 6e11  # per candidate: 200 resamples at n = 1000, D = 512; ~50 at D = 2048
 CACHE_MAX_DIM = 512  # cache the teacher's per-resample statistics up to this feature width
 
 
@@ -35,19 +35,78 @@ def _psd_root(s: np.ndarray) -> np.ndarray:
     return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
 
 
-def _fd_with_root(
-    mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray, root2: np.ndarray
-) -> float:
-    """FD with the reference's matrix square root precomputed (``root2 = s2^(1/2)``)."""
-    m = root2 @ ((s1 + s1.T) / 2.0) @ root2
-    eig = np.linalg.eigvalsh((m + m.T) / 2.0)
-    diff = mu1 - mu2
-    value = diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.sqrt(np.clip(eig, 0, None)).sum()
-    return max(float(value), 0.0)
-
-
 def _stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return features.mean(axis=0), np.atleast_2d(np.cov(features, rowvar=False))
+
+
+class FeatureRef:
+    """A Frechet-distance reference: features (n, D) of a sample set, or a pytorch-fid
+    ``(mu, sigma)``. :meth:`fd` gives the FD of another feature set to it.
+
+    ``tr((S1 S2)^(1/2))`` is computed in whichever space is smaller: with features of both
+    sets and ``min(n1, n2) <= D`` (wide features: Inception's D = 2048 against a few hundred
+    samples) it is the nuclear norm of ``A1 A2^T / sqrt((n1-1)(n2-1))`` (A: centered
+    features; the nonzero eigenvalues of ``S1 S2`` are the squared singular values of that
+    n1 x n2 matrix), O(n^2 D); otherwise the D x D route of :mod:`frechet` with the
+    reference's square root computed once.
+    """
+
+    def __init__(
+        self, features: np.ndarray | None = None,
+        stats: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        if (features is None) == (stats is None):
+            raise ValueError("give either features or (mu, sigma)")
+        self.root: np.ndarray | None = None
+        self.sigma: np.ndarray | None = None
+        if features is not None:
+            f = np.asarray(features, np.float64)
+            self.n, self.d = f.shape
+            self.mu = f.mean(axis=0)
+            self.centered: np.ndarray | None = f - self.mu
+            self.trace = float((self.centered ** 2).sum() / (self.n - 1))
+        else:
+            self.mu = np.asarray(stats[0], np.float64)  # type: ignore[index]
+            self.sigma = np.asarray(stats[1], np.float64)  # type: ignore[index]
+            self.n, self.d = 0, int(self.mu.shape[0])
+            self.centered = None
+            self.trace = float(np.trace(self.sigma))
+
+    def _covariance_root(self) -> np.ndarray:
+        if self.root is None:
+            if self.sigma is None:
+                assert self.centered is not None
+                self.sigma = self.centered.T @ self.centered / (self.n - 1)
+            self.root = _psd_root(self.sigma)
+        return self.root
+
+    def uses_gram(self, n_other: int) -> bool:
+        """True when an FD against ``n_other`` samples takes the n x n route."""
+        return self.centered is not None and min(n_other, self.n) <= self.d
+
+    def fd(self, features: np.ndarray) -> float:
+        """FD (squared feature units) of ``features`` (m, D) to this reference."""
+        f = np.asarray(features, np.float64)
+        m = f.shape[0]
+        mu = f.mean(axis=0)
+        a = f - mu
+        diff = mu - self.mu
+        trace = float((a ** 2).sum() / (m - 1))
+        if self.uses_gram(m):
+            assert self.centered is not None
+            sv = np.linalg.svd(a @ self.centered.T, compute_uv=False)
+            cross = float(sv.sum()) / math.sqrt((m - 1) * (self.n - 1))
+        else:
+            root = self._covariance_root()
+            prod = root @ (a.T @ a / (m - 1)) @ root
+            eig = np.linalg.eigvalsh((prod + prod.T) / 2.0)
+            cross = float(np.sqrt(np.clip(eig, 0.0, None)).sum())
+        return max(float(diff @ diff) + trace + self.trace - 2.0 * cross, 0.0)
+
+
+def resample_cost(n: int, d: int) -> float:
+    """Floating-point operations of one bootstrap FD of n samples in D dimensions."""
+    return 2.0 * min(float(d) ** 3 + n * float(d) ** 2, n * n * float(d) + float(n) ** 3)
 
 
 def percentile_interval(values: np.ndarray, level: float = LEVEL) -> Interval:
@@ -131,45 +190,38 @@ class ScoreSet:
         self.reference = reference
         if reference is None:
             self.teacher_features = _features(extractor, teacher_pixels)
-            self.ref_mu, self.ref_sigma = _stats(self.teacher_features)
+            self.ref = FeatureRef(self.teacher_features)
         else:
             self.teacher_features = None
-            self.ref_mu = np.asarray(reference[0], np.float64)
-            self.ref_sigma = np.asarray(reference[1], np.float64)
-        self.dim = int(self.ref_mu.shape[0])
-        affordable = int(BOOT_FLOP_BUDGET / (20.0 * float(self.dim) ** 3))
+            self.ref = FeatureRef(stats=(reference[0], reference[1]))
+        self.dim = self.ref.d
+        affordable = int(BOOT_FLOP_BUDGET / resample_cost(self.n, self.dim))
         self.n_boot_used = max(20, min(int(n_boot), affordable))
         rng = np.random.default_rng(seed)
         self.boot_index = rng.integers(0, self.n, size=(self.n_boot_used, self.n))
-        self._ref_root = _psd_root(self.ref_sigma)
-        self._boot_refs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+        self._boot_refs: dict[int, FeatureRef] = {}
 
-    def _boot_reference(self, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(mu, sigma, sigma^(1/2)) of the reference for bootstrap draw b (cached)."""
+    def _boot_reference(self, b: int) -> FeatureRef:
+        """The reference of bootstrap draw b (its D x D square root cached when it is used
+        and D <= ``CACHE_MAX_DIM``)."""
         if self.teacher_features is None:
-            return self.ref_mu, self.ref_sigma, self._ref_root
-        if self.dim > CACHE_MAX_DIM:  # B x 2 D x D floats would not fit: recompute
-            mu, s = _stats(self.teacher_features[self.boot_index[b]])
-            return mu, s, _psd_root(s)
-        if self._boot_refs is None:
-            self._boot_refs = []
-            for idx in self.boot_index:
-                mu, s = _stats(self.teacher_features[idx])
-                self._boot_refs.append((mu, s, _psd_root(s)))
-        return self._boot_refs[b]
+            return self.ref
+        if b in self._boot_refs:
+            return self._boot_refs[b]
+        ref = FeatureRef(self.teacher_features[self.boot_index[b]])
+        if not ref.uses_gram(self.n) and self.dim <= CACHE_MAX_DIM:
+            self._boot_refs[b] = ref
+        return ref
 
     def score_pixels(self, pixels: Tensor) -> CandidateScore:
         """Score a candidate's samples (n, C, H, W) of this set's ``x_T`` (same order)."""
         if int(pixels.shape[0]) != self.n:
             raise ValueError(f"expected {self.n} samples, got {int(pixels.shape[0])}")
         feats = _features(self.extractor, pixels)
-        mu, s = _stats(feats)
-        fd = _fd_with_root(mu, s, self.ref_mu, self.ref_sigma, self._ref_root)
+        fd = self.ref.fd(feats)
         boot = np.empty(len(self.boot_index))
         for b, idx in enumerate(self.boot_index):
-            mu_b, s_b = _stats(feats[idx])
-            r_mu, r_s, r_root = self._boot_reference(b)
-            boot[b] = _fd_with_root(mu_b, s_b, r_mu, r_s, r_root)
+            boot[b] = self._boot_reference(b).fd(feats[idx])
         l2 = l2_ci = None
         if self.teacher_pixels is not None:
             per = (pixels.double().cpu() - self.teacher_pixels).reshape(self.n, -1).norm(dim=1)
@@ -186,9 +238,7 @@ class ScoreSet:
             return None
         half = self.n // 2
         a, b = self.teacher_features[:half], self.teacher_features[half : 2 * half]
-        mu_a, s_a = _stats(a)
-        mu_b, s_b = _stats(b)
-        fd_half = frechet_distance(mu_a, s_a, mu_b, s_b)
+        fd_half = FeatureRef(a).fd(b)
         return {"fd_half_sets": fd_half, "n_half": half, "fd_at_n": fd_half / 2.0}
 
 
@@ -212,20 +262,14 @@ def _features(extractor: FeatureExtractor, pixels: Tensor) -> np.ndarray:
     return f.detach().double().cpu().numpy()
 
 
-def fd_of(
-    extractor: FeatureExtractor, pixels: Tensor, ref: tuple[np.ndarray, np.ndarray, np.ndarray]
-) -> float:
-    """FD of ``pixels`` (n, C, H, W) to a reference ``(mu, sigma, sigma^(1/2))``."""
-    mu, s = feature_stats(_features(extractor, pixels))
-    return _fd_with_root(mu, s, ref[0], ref[1], ref[2])
+def feature_reference(extractor: FeatureExtractor, pixels: Tensor) -> FeatureRef:
+    """The :class:`FeatureRef` of the features of ``pixels`` (n, C, H, W)."""
+    return FeatureRef(_features(extractor, pixels))
 
 
-def reference_triplet(
-    extractor: FeatureExtractor, pixels: Tensor
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(mu, sigma, sigma^(1/2))`` of the features of ``pixels`` (n, C, H, W)."""
-    mu, s = feature_stats(_features(extractor, pixels))
-    return mu, s, _psd_root(s)
+def fd_of(extractor: FeatureExtractor, pixels: Tensor, ref: FeatureRef) -> float:
+    """FD of ``pixels`` (n, C, H, W) to the reference ``ref``."""
+    return ref.fd(_features(extractor, pixels))
 
 
 SampleFn = Callable[[Tensor, Tensor | None], Tensor]
