@@ -35,7 +35,6 @@ class JobOptions(BaseModel):
         refine: minimize the job's score directly over the times (default: on for LD3 jobs,
             off for trust-region jobs); refine_max_evals / refine_time_budget_s: its budget.
         n_tune: training pairs that rank the starts and drive the refinement.
-        n_pick: validation pairs on which the learned candidates are compared.
         report_nfes: more NFEs (at most 8) at which the heuristics and the trust-region
             schedule are scored for the report's FD-vs-NFE plot.
     Trust region:
@@ -66,7 +65,6 @@ class JobOptions(BaseModel):
     refine_max_evals: int | None = Field(None, ge=1, le=100_000)
     refine_time_budget_s: float = Field(600.0, gt=0.0, le=86_400.0)
     n_tune: int = Field(256, ge=8, le=100_000)
-    n_pick: int = Field(256, ge=8, le=100_000)
     ld3_inits: int = Field(2, ge=0, le=8)
 
     teacher_solver: Literal["euler", "dpm++", "unipc", "ipndm"] | None = None
@@ -122,7 +120,6 @@ class JobOptions(BaseModel):
             ld3["lr_xi"] = self.lr
         return {
             "n_train": self.n_train, "n_val": self.n_val, "n_tune": self.n_tune,
-            "n_pick": self.n_pick,
             "n_select": self.n_score_samples, "ld3_inits": self.ld3_inits, "init": self.init,
             "refine": self.refine, "refine_max_evals": self.refine_max_evals,
             "refine_time_budget_s": self.refine_time_budget_s, "tr_p": self.p,

@@ -68,7 +68,7 @@ def test_ld3_and_trust_region_jobs_through_the_service(fam, make_settings, tmp_p
                                                 "kind": model_kind, "options": options})
             assert resp.status_code == 201, resp.text
             ld3_opts = {**SCORING, "n_train": 2, "n_val": 2, "epochs": 1, "batch_size": 2,
-                        "n_tune": 8, "n_pick": 8, "ld3_inits": 1, "refine_max_evals": 4,
+                        "n_tune": 8, "ld3_inits": 1, "refine_max_evals": 4,
                         "teacher_nfe": 4, "teacher_solver": "unipc", "teacher_order": 2}
             if prompts:
                 ld3_opts["prompts"] = prompts

@@ -25,8 +25,7 @@ from ld3_core.schedules import VPLinear
 from ld3_core.teacher import TeacherConfig, TeacherData
 
 TINY: dict[str, Any] = {
-    "n_train": 8, "n_val": 6, "n_tune": 48, "n_pick": 16, "n_select": 96, "n_boot": 60,
-    "ld3_inits": 1,
+    "n_train": 8, "n_val": 6, "n_tune": 48, "n_select": 96, "n_boot": 60, "ld3_inits": 1,
     "refine_max_evals": 12, "ld3": {"epochs_phase1": 1, "epochs_phase2": 1},
     "teacher": TeacherConfig(nfe=8, discretization="logsnr"),
 }
@@ -106,7 +105,7 @@ def test_splits_are_disjoint_and_every_candidate_is_scored(gmm, tmp_path):
     out = optimize_schedule(gmm, "ld3", "unipc", 2, 4, seed=1, checkpoint_dir=tmp_path, **TINY)
     splits = {name: TeacherData.load(tmp_path / f"teacher_{name}.pt") for name in
               ("train", "val", "select")}
-    assert {k: len(v) for k, v in splits.items()} == {"train": 48, "val": 16, "select": 96}
+    assert {k: len(v) for k, v in splits.items()} == {"train": 48, "val": 6, "select": 96}
     check_disjoint(splits)
     assert out.splits["select"]["n"] == 96
     names = set(out.scores)

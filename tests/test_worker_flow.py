@@ -125,7 +125,7 @@ def test_sigkilled_worker_job_resumes_on_a_new_worker_with_one_schedule(service_
     job = _submit(stack, {
         "kind": "ld3", "model": MODEL, "solver": "unipc", "order": 2, "nfe": 6,
         "options": {"n_train": 8, "n_val": 6, "epochs": 6, "teacher_nfe": 10,
-                    "n_score_samples": 64, "seed": 5, "n_tune": 16, "n_pick": 16, "ld3_inits": 1,
+                    "n_score_samples": 64, "seed": 5, "n_tune": 16, "ld3_inits": 1,
                     "refine_max_evals": 10},
     })
     paths = JobPaths(stack.artifacts, job["id"])

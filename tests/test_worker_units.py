@@ -285,7 +285,7 @@ def test_teacher_data_is_cached_and_reused_by_the_next_job_on_the_model(
     from registry import find_artifact
     from worker.pipeline import run_job
 
-    tiny = {"n_train": 4, "n_val": 2, "epochs": 1, "teacher_nfe": 4, "n_tune": 8, "n_pick": 8,
+    tiny = {"n_train": 4, "n_val": 2, "epochs": 1, "teacher_nfe": 4, "n_tune": 8,
             "ld3_inits": 1, "refine_max_evals": 4,
             "teacher_discretization": "logsnr", "n_score_samples": 16}
     first = _job(maker, kind="ld3", options=tiny, nfe=3)
@@ -297,7 +297,7 @@ def test_teacher_data_is_cached_and_reused_by_the_next_job_on_the_model(
     with maker() as s:
         rows = [find_artifact(s, f"teacher:{f.stem}") for f in files]
         assert all(r is not None and r.job_id is None for r in rows)
-        assert {r.meta["split"]: r.meta["n"] for r in rows} == {"train": 8, "val": 8,
+        assert {r.meta["split"]: r.meta["n"] for r in rows} == {"train": 8, "val": 2,
                                                                  "select": 16}
 
     second = _job(maker, kind="ld3", options=tiny, nfe=4)  # same model + teacher: reused

@@ -4,18 +4,16 @@ Stages (each resumable from ``checkpoint_dir``):
 
 1. ``teacher``: teacher pairs in three disjoint splits from independent seeds: *train*
    (``n_tune`` pairs; LD3's gradient steps use the first ``n_train``, the refinement and the
-   ranking of inits use all of them), *validation* (``max(n_val, n_pick)``: LD3's early
-   stopping on the first ``n_val``, the pick among the learned candidates on the first
-   ``n_pick``; nothing is fitted to it) and *selection* (``n_select``, never seen by training,
-   early stopping or the pick).
+   ranking of inits use all of them), *validation* (``n_val``, LD3's early stopping only) and
+   *selection* (``n_select``, never seen by training or early stopping).
 2. ``candidates``: every heuristic, the trust-region schedule and, for ``ld3`` jobs, LD3 runs
    from the best-scoring starts (scored on the train split with the job's score, not L2),
    then a direct minimization of the job's score (``refine``) from the best candidate.
 3. ``score``: every candidate on the selection split: FD with a paired-bootstrap interval,
    the per-sample distance to the teacher, the noise floor.
-4. ``select``: the winner. The learned candidate with the best validation FD is published
-   only when its held-out FD beats the best heuristic's beyond the 95 % interval of their
-   ratio; otherwise the best heuristic is published with ``source="heuristic:<name>"``.
+4. ``select``: the winner. A learned candidate is published only when its FD beats the best
+   heuristic's beyond the 95 % interval of their ratio; otherwise the best heuristic is
+   published with ``source="heuristic:<name>"``.
 """
 
 from __future__ import annotations
@@ -174,10 +172,9 @@ class _Job:
     def _split_sizes(self) -> dict[str, int]:
         c = self.cfg
         if self.kind == "ld3":
-            return {"train": max(c.n_train, c.n_tune), "val": max(c.n_val, c.n_pick),
-                    "select": c.n_select}
+            return {"train": max(c.n_train, c.n_tune), "val": c.n_val, "select": c.n_select}
         if c.refine:
-            return {"train": c.n_tune, "val": c.n_pick, "select": c.n_select}
+            return {"train": c.n_tune, "select": c.n_select}
         return {"select": c.n_select}
 
     # -- stages ----------------------------------------------------------------------------
@@ -273,7 +270,7 @@ class _Job:
             raise ValueError(f"unknown init {self.cfg.init!r}; use one of {sorted(by_name)} "
                              "or 'best_heuristic'")
         train = self.splits["train"].subset(slice(0, self.cfg.n_train))
-        data = concat_teacher([train, self.splits["val"].subset(slice(0, self.cfg.n_val))])
+        data = concat_teacher([train, self.splits["val"]])
         out = []
         for k, start in enumerate(starts):
             def sub(info: dict[str, Any], k: int = k) -> None:
@@ -334,21 +331,6 @@ class _Job:
         self._save_json("refine.json", {"cache": cache, "result": result,
                                         "candidate": cand.to_dict()})
         return cand
-
-    def pick_scores(self, cands: list[Candidate]) -> dict[str, float]:
-        """FD of every learned candidate on the validation split (first ``n_pick`` pairs):
-        data no candidate was fitted to, so the pick among them is not biased towards the one
-        fitted hardest (the refinement fits the train split)."""
-        saved = self._load_json("pick_scores.json") or {}
-        val = self.splits["val"].subset(slice(0, self.cfg.n_pick))
-        ref = feature_reference(self.extractor,
-                                decode_pixels(self.model, val.x_0, device=self.device))
-        for c in cands:
-            if c.source.startswith("heuristic:") or c.name in saved:
-                continue
-            saved[c.name] = fd_of(self.extractor, self._pixels(val, c), ref)
-            self._save_json("pick_scores.json", saved)
-        return saved
 
     def score_other_nfes(self) -> dict[str, dict[str, dict[str, Any]]]:
         """Heuristics and the trust region at ``report_nfes``, on the held-out samples."""
@@ -527,11 +509,8 @@ def optimize_schedule(
     scores, samples = job.score(cands)
     floor = job.score_set.noise_floor()
     exact_fd = EXACT_FRACTION * floor["fd_at_n"] if floor else 0.0
-    pick = None
-    if "val" in job.splits and sum(not c.source.startswith("heuristic:") for c in cands) > 1:
-        picks = job.pick_scores(cands)
-        job.details["pick_scores"] = picks
-        pick = min(picks, key=lambda k: _finite(picks[k]))
+    learned = [c.name for c in cands if not c.source.startswith("heuristic:") and c.name in tune]
+    pick = min(learned, key=lambda k: _finite(tune[k])) if learned else None
     winner, best_h, gain, table = select_winner(cands, scores, exact_fd, learned_pick=pick)
     if cfg.report_nfes:
         job.details["other_nfes"] = job.score_other_nfes()

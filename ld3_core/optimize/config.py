@@ -14,10 +14,7 @@ class OptimizeConfig:
 
     Splits (teacher pairs, all drawn from independent seeds / disjoint slices):
         n_train: pairs LD3 trains on (its gradient steps), 100.
-        n_val: pairs of LD3's early stopping (the first of the validation split), 50.
-        n_pick: validation pairs on which the learned candidates are compared, to pick the
-            one tested against the heuristics, 256 (the validation split has
-            ``max(n_val, n_pick)`` pairs; no candidate is fitted to them).
+        n_val: pairs of LD3's early stopping, 50.
         n_tune: training pairs on which the job's score ranks the inits and guides the
             refinement (the first ``n_train`` of them are LD3's training pairs), 256.
         n_select: held-out pairs every candidate is scored on (selection and the reported
@@ -47,7 +44,6 @@ class OptimizeConfig:
 
     n_train: int = 100
     n_val: int = 50
-    n_pick: int = 256
     n_tune: int = 256
     n_select: int = 1000
     ld3_inits: int = 2
@@ -79,7 +75,7 @@ class OptimizeConfig:
         return out
 
 
-_POSITIVE = ("n_train", "n_val", "n_pick", "n_tune", "n_select", "n_boot", "batch_size")
+_POSITIVE = ("n_train", "n_val", "n_tune", "n_select", "n_boot", "batch_size")
 
 
 def make_config(kind: str, nfe: int, **options: Any) -> OptimizeConfig:
@@ -100,8 +96,8 @@ def make_config(kind: str, nfe: int, **options: Any) -> OptimizeConfig:
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
     if cfg.n_select < 8:
         raise ValueError(f"n_select must be at least 8 to score candidates, got {cfg.n_select}")
-    if cfg.n_tune < 8 or cfg.n_pick < 8:
-        raise ValueError(f"n_tune and n_pick must be at least 8, got {cfg.n_tune}, {cfg.n_pick}")
+    if cfg.n_tune < 8:
+        raise ValueError(f"n_tune must be at least 8, got {cfg.n_tune}")
     if isinstance(cfg.ld3_inits, bool) or not isinstance(cfg.ld3_inits, int) or cfg.ld3_inits < 0:
         raise ValueError(f"ld3_inits must be an integer >= 0, got {cfg.ld3_inits!r}")
     if cfg.refine_max_evals is not None and (

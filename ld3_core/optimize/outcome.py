@@ -26,7 +26,7 @@ class Outcome:
             "fd_ci", "l2", "l2_ci", "n", "ratio_to_best_heuristic", "ratio_ci"}`` scored on
             the held-out selection split.
         gain: the winner against the best heuristic: ``{"ratio", "ratio_ci", "separable",
-            "learned_candidate" (the learned candidate tested: the best on the validation split),
+            "learned_candidate" (the learned candidate tested: the best on the train split),
             "learned_ratio", "learned_ratio_ci", "heuristic_exact", "verdict"}``.
         noise_floor: FD of two independent teacher sample sets (see ``ScoreSet.noise_floor``).
         splits: sizes and seeds of the train / validation / selection splits.
