@@ -35,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.schedule_service import etag_matches
 from registry.schedules import local_publications
 
 
@@ -57,30 +58,18 @@ class Entry:
 
     def respond(self, if_none_match: str | None) -> Response:
         """The 200 answer, or 304 when ``if_none_match`` matches the ETag."""
-        if if_none_match and etag_matches_fast(if_none_match, self.etag):
+        if if_none_match and etag_matches(if_none_match, self.etag):
             return Response(status_code=304, headers=self.headers)
         return Response(self.body, media_type="application/json", headers=self.headers)
 
     async def send(self, send: Send, if_none_match: str | None, head: bool) -> None:
         """Send the answer straight over ASGI (no Response object)."""
-        if if_none_match and etag_matches_fast(if_none_match, self.etag):
+        if if_none_match and etag_matches(if_none_match, self.etag):
             await send({"type": "http.response.start", "status": 304, "headers": self.raw_304})
             await send({"type": "http.response.body", "body": b""})
             return
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_200})
         await send({"type": "http.response.body", "body": b"" if head else self.body})
-
-
-def etag_matches_fast(if_none_match: str, etag: str) -> bool:
-    """RFC 9110 weak comparison of an ``If-None-Match`` list (or ``*``) with ``etag``."""
-    if if_none_match == etag:
-        return True
-    want = etag.removeprefix("W/")
-    for tag in if_none_match.split(","):
-        tag = tag.strip()
-        if tag == "*" or tag.removeprefix("W/") == want:
-            return True
-    return False
 
 
 def encode(body: Any) -> bytes:

@@ -177,6 +177,8 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
     """RFC 9110 weak comparison of ``If-None-Match`` (list or ``*``) against ``etag``."""
     if not if_none_match:
         return False
+    if if_none_match == etag:  # the common case: a client sending back what it was given
+        return True
     want = etag.removeprefix("W/")
     for tag in if_none_match.split(","):
         tag = tag.strip()

@@ -151,27 +151,18 @@ drop_previous() {  # drop_previous OLD_ID TAG: remove the image a rebuild of TAG
     new=$(docker image inspect -f '{{.Id}}' "$2" 2>/dev/null || true)
     if [ -n "$1" ] && [ "$1" != "$new" ]; then docker rmi "$1" >/dev/null 2>&1 || true; fi
 }
-build_api() {
-    local old
-    old=$(docker image inspect -f '{{.Id}}' ld3-api:latest 2>/dev/null || true)
-    docker build --force-rm --network host -f docker/Dockerfile.api \
-        --build-arg PYTHON_IMAGE=ld3-standin/python:latest \
+# build_project_image NAME BASE_ARG: docker/Dockerfile.NAME -> ld3-NAME:latest on the stand-in
+# Python base (passed as build arg BASE_ARG), PyPI as the package index.
+build_project_image() {
+    local name=$1 base_arg=$2 old
+    old=$(docker image inspect -f '{{.Id}}' "ld3-$name:latest" 2>/dev/null || true)
+    docker build --force-rm --network host -f "docker/Dockerfile.$name" \
+        --build-arg "$base_arg=ld3-standin/python:latest" \
         --build-arg TORCH_INDEX_URL="$TORCH_INDEX" --build-arg PIP_INDEX_URL="$PIP_INDEX" \
-        -t ld3-api:latest . >"$STANDIN_DIR/build-api.log" 2>&1 \
-        || { tail -n 30 "$STANDIN_DIR/build-api.log"; return 1; }
-    grep -E '^(Step|Successfully built)|Using cache' "$STANDIN_DIR/build-api.log" | tail -n 4
-    drop_previous "$old" ld3-api:latest
-}
-build_worker() {
-    local old
-    old=$(docker image inspect -f '{{.Id}}' ld3-worker:latest 2>/dev/null || true)
-    docker build --force-rm --network host -f docker/Dockerfile.worker \
-        --build-arg TORCH_IMAGE=ld3-standin/python:latest \
-        --build-arg TORCH_INDEX_URL="$TORCH_INDEX" --build-arg PIP_INDEX_URL="$PIP_INDEX" \
-        -t ld3-worker:latest . >"$STANDIN_DIR/build-worker.log" 2>&1 \
-        || { tail -n 30 "$STANDIN_DIR/build-worker.log"; return 1; }
-    grep -E '^(Step|Successfully built)|Using cache' "$STANDIN_DIR/build-worker.log" | tail -n 4
-    drop_previous "$old" ld3-worker:latest
+        -t "ld3-$name:latest" . >"$STANDIN_DIR/build-$name.log" 2>&1 \
+        || { tail -n 30 "$STANDIN_DIR/build-$name.log"; return 1; }
+    grep -E '^(Step|Successfully built)|Using cache' "$STANDIN_DIR/build-$name.log" | tail -n 4
+    drop_previous "$old" "ld3-$name:latest"
 }
 # Run inside an image: torch's version and build, and the size of torch + its CUDA wheels.
 TORCH_PROBE='
@@ -234,8 +225,8 @@ rc=0
 step "engine + compose plugin" engine || rc=$?
 [ $rc -ne 0 ] || step "stand-in Debian base (debootstrap, cached)" debian_base || rc=$?
 [ $rc -ne 0 ] || step "stand-in python/postgres/redis images" standins || rc=$?
-[ $rc -ne 0 ] || step "ld3-api image (docker/Dockerfile.api)" build_api || rc=$?
-[ $rc -ne 0 ] || step "ld3-worker image (docker/Dockerfile.worker)" build_worker || rc=$?
+[ $rc -ne 0 ] || step "ld3-api image (docker/Dockerfile.api)" build_project_image api PYTHON_IMAGE || rc=$?
+[ $rc -ne 0 ] || step "ld3-worker image (docker/Dockerfile.worker)" build_project_image worker TORCH_IMAGE || rc=$?
 [ $rc -ne 0 ] || step "image sizes, users, torch, secrets" describe_images || rc=$?
 summary
 if [ $rc -ne 0 ]; then

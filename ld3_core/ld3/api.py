@@ -34,16 +34,9 @@ def _check_args(
     model: Any, solver: Any, order: Any, nfe: Any, metric: Any, decoupled: Any, seed: Any,
     init: Any,
 ) -> str:
-    from ld3_core.solvers.orders import canonical_solver, check_order
+    from ld3_core.solvers.validation import check_sampling_target
 
-    if not isinstance(model, DiffusionModel):
-        raise ValueError(f"model must be a DiffusionModel, got {type(model).__name__}")
-    if model.sample_shape is None:
-        raise ValueError("model has no sample_shape; LD3 needs to draw x_T")
-    name = canonical_solver(solver)
-    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
-        raise ValueError(f"nfe must be an integer >= 1, got {nfe!r}")
-    check_order(name, order)
+    name = check_sampling_target(model, solver, order, nfe, "LD3")
     check_metric(metric)
     if not isinstance(decoupled, bool):
         raise ValueError(f"decoupled must be True or False, got {decoupled!r}")

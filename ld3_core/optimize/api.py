@@ -74,16 +74,9 @@ class _Stages:
 
 
 def _check_args(model: Any, kind: Any, solver: Any, order: Any, nfe: Any, seed: Any) -> str:
-    from ld3_core.solvers.orders import canonical_solver, check_order
+    from ld3_core.solvers.validation import check_sampling_target
 
-    if not isinstance(model, DiffusionModel):
-        raise ValueError(f"model must be a DiffusionModel, got {type(model).__name__}")
-    if model.sample_shape is None:
-        raise ValueError("model has no sample_shape; the job needs to draw x_T")
-    name = canonical_solver(solver)
-    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
-        raise ValueError(f"nfe must be an integer >= 1, got {nfe!r}")
-    check_order(name, order)
+    name = check_sampling_target(model, solver, order, nfe, "the job")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     if kind not in ("ld3", "trust_region"):
@@ -212,16 +205,16 @@ class _Job:
             n_boot=self.cfg.n_boot, seed=self.seed + BOOT_SEED_OFFSET,
         )
 
-    def _pixels(self, data: TeacherData, cand: Candidate, plain: bool = False) -> Tensor:
+    def _pixels(self, data: TeacherData, cand: Candidate) -> Tensor:
         return solve_pixels(
             self.model, data.x_T, data.cond, cand.timesteps, self.solver, self.order,
-            None if plain else cand.model_timesteps, batch_size=self.cfg.batch_size,
+            cand.model_timesteps, batch_size=self.cfg.batch_size,
             device=self.device,
         )
 
-    def tune_score(self, cand: Candidate, plain: bool = False) -> float:
+    def tune_score(self, cand: Candidate) -> float:
         """The job's score (FD) of a candidate on the train split (no held-out data)."""
-        return fd_of(self.extractor, self._pixels(self.tune, cand, plain), self.tune_ref)
+        return fd_of(self.extractor, self._pixels(self.tune, cand), self.tune_ref)
 
     def base_candidates(self) -> list[Candidate]:
         cands = [Candidate(name, f"heuristic:{name}", t)

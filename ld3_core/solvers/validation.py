@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -60,3 +62,23 @@ def check_model_timesteps(model_timesteps: Tensor | None, timesteps: Tensor) -> 
     if not bool(torch.isfinite(model_timesteps.detach()).all()):
         raise ValueError("model_timesteps contain NaN or infinite values")
     return model_timesteps
+
+
+def check_sampling_target(model: Any, solver: Any, order: Any, nfe: Any, who: str) -> str:
+    """Check what a schedule is learned for: a :class:`DiffusionModel` with a ``sample_shape``
+    (``who`` draws x_T from it), a known ``solver`` at a supported ``order``, ``nfe`` >= 1.
+
+    Returns the canonical solver name; raises ``ValueError`` naming the first bad argument.
+    """
+    from ld3_core.models.wrapper import DiffusionModel
+    from ld3_core.solvers.orders import canonical_solver, check_order
+
+    if not isinstance(model, DiffusionModel):
+        raise ValueError(f"model must be a DiffusionModel, got {type(model).__name__}")
+    if model.sample_shape is None:
+        raise ValueError(f"model has no sample_shape; {who} needs to draw x_T")
+    name = canonical_solver(solver)
+    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
+        raise ValueError(f"nfe must be an integer >= 1, got {nfe!r}")
+    check_order(name, order)
+    return name
