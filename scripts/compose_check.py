@@ -34,7 +34,7 @@ API_PORT = int(os.environ.get("LD3_CHECK_API_PORT", "18000"))
 API = f"http://127.0.0.1:{API_PORT}"
 MODEL = os.environ.get("LD3_CHECK_MODEL", "builtin:gmm-digits")
 TR_OPTIONS = {"n_score_samples": 64, "teacher_nfe": 10, "seed": 3}
-LD3_OPTIONS = {"n_train": 8, "n_val": 6, "epochs": 9, "teacher_nfe": 10,
+LD3_OPTIONS = {"n_train": 8, "n_val": 6, "epochs": 150, "teacher_nfe": 10,
                "n_score_samples": 64, "seed": 5, "n_tune": 16, "ld3_inits": 1,
                "refine_max_evals": 10}
 SERVICES = ("postgres", "redis", "api", "worker")
