@@ -17,25 +17,23 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from registry.errors import CatalogError, IdempotencyConflict, JobStateError, NotFound
+from registry.errors import (
+    DB_UNAVAILABLE,
+    CatalogError,
+    IdempotencyConflict,
+    JobStateError,
+    NotFound,
+)
 
 log = logging.getLogger("ld3.api")
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:ld3:problem:"
 
-# Database outages that mean "try again later" (503), not a bug.
 RFC9110_PHRASES = {413: "Content Too Large", 422: "Unprocessable Content"}
-DB_UNAVAILABLE = (
-    sa_exc.OperationalError,
-    sa_exc.InterfaceError,
-    sa_exc.DisconnectionError,
-    sa_exc.TimeoutError,
-)
 
 
 def phrase(status: int) -> str:

@@ -7,11 +7,18 @@ Request bodies are strict: unknown fields are rejected, numbers must be JSON int
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from api.validation import solvers
+from ld3_core.spec import (
+    SOLVERS,
+    JobKind,
+    JobOptions,
+    JobState,
+    ModelKind,
+    Prediction,
+)
 
 LINE = r"^[^\x00-\x1f\x7f-\x9f]*$"
 """A single-line text: no control characters (checked at the edge, see api.input_guard)."""
@@ -23,26 +30,26 @@ OPTIONS_DOC = (
 
 
 class JobCreate(BaseModel):
-    """``POST /jobs`` body. ``order`` defaults to min(2, max order of the solver); ``nfe`` is
-    1..``LD3_MAX_NFE`` (50); ``options`` go to the job pipeline (e.g. ``seed``, ``n_teacher``,
-    ``guidance_scale``, ``prompts``; see docs/service.md)."""
+    """``POST /jobs`` body (:class:`ld3_core.spec.JobSpec` on the wire). ``order`` defaults to
+    min(2, max order of the solver); ``nfe`` is 1..``LD3_MAX_NFE`` (50); ``options`` are the
+    job's :class:`ld3_core.spec.JobOptions` (every field optional)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["ld3", "trust_region"]
+    kind: JobKind
     model: StrictStr = Field(
         min_length=1, max_length=255, pattern=LINE, examples=["builtin:gmm-digits"]
     )
     solver: StrictStr = Field(
         min_length=1, max_length=32, examples=["unipc"],
-        json_schema_extra={"enum": list(solvers())},
+        json_schema_extra={"enum": list(SOLVERS)},
     )
     order: StrictInt | None = Field(
         None, ge=1, le=4, examples=[2], description="1..the solver's maximum order"
     )
     nfe: StrictInt = Field(ge=1, le=1000, examples=[6], description="1..LD3_MAX_NFE (50)")
-    options: dict[str, Any] = Field(
-        default_factory=dict, description="Job options (docs/service.md)." + OPTIONS_DOC
+    options: JobOptions = Field(
+        default_factory=JobOptions, description="Job options (docs/service.md)." + OPTIONS_DOC
     )
 
 
@@ -59,13 +66,13 @@ class ModelCreate(BaseModel):
         min_length=1, max_length=1024, pattern=LINE,
         description="Hub id org/name, or a local diffusers folder under LD3_MODEL_ROOTS.",
     )
-    kind: Literal["pixel", "latent", "text2img"]
+    kind: ModelKind
     noise_schedule: dict[str, Any] | None = Field(
         None, alias="schedule",
         description="NoiseSchedule config override, e.g. {'name': 'discrete_vp', "
         "'beta_start': 0.00085, 'beta_end': 0.012, 'beta_schedule': 'scaled_linear'}.",
     )
-    prediction_type: Literal["eps", "x0", "v", "flow"] | None = None
+    prediction_type: Prediction | None = None
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="Loader options: device, dtype, guidance_scale, prompts, revision, "
@@ -90,7 +97,7 @@ class JobOut(BaseModel):
     order: int
     nfe: int
     options: dict[str, Any]
-    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    state: JobState
     stage: str | None
     progress: float = Field(description="Overall fraction done, 0..1.")
     loss: float | None = Field(description="Current training/validation loss, if any.")
@@ -146,6 +153,9 @@ class ScheduleOut(BaseModel):
     ratio_to_best_heuristic: float | None = None
     ratio_ci: list[float] | None = None
     noise_schedule: str | None
+    settings: dict[str, Any] | None = Field(
+        None, description="What the job ran with, defaults and variants resolved: options, "
+        "optimize, teacher, trust_region (p, init, variant), ld3 (hyper-parameters).")
     job_id: str | None
     schedule_id: int | None
     created_at: datetime | None

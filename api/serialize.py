@@ -73,6 +73,24 @@ def job_out(job: Job, schedule: Schedule | None, artifact_kinds: set[str]) -> di
     }
 
 
+def job_settings(extra: dict[str, Any]) -> dict[str, Any] | None:
+    """What the job that made a schedule ran with, defaults and variants resolved:
+    ``options`` (every job option), ``optimize`` (the optimizer's settings), ``teacher``,
+    ``trust_region`` (p, init, variant) and ``ld3`` (the hyper-parameters of the first LD3
+    run); None for rows published without them."""
+    if "resolved_options" not in extra:
+        return None
+    runs = extra.get("ld3_runs") or {}
+    first = next(iter(runs.values()), {}) if isinstance(runs, dict) else {}
+    return {
+        "options": extra.get("resolved_options"),
+        "optimize": extra.get("settings"),
+        "teacher": extra.get("teacher"),
+        "trust_region": extra.get("trust_region"),
+        "ld3": first.get("config") if isinstance(first, dict) else None,
+    }
+
+
 def schedule_out(row: Schedule) -> dict[str, Any]:
     """A published schedule in the native format (see ``api.schemas.ScheduleOut``)."""
     links = {
@@ -101,6 +119,7 @@ def schedule_out(row: Schedule) -> dict[str, Any]:
         "ratio_to_best_heuristic": None if gain is None else gain.get("ratio"),
         "ratio_ci": None if gain is None else gain.get("ratio_ci"),
         "noise_schedule": (row.noise_schedule or {}).get("name"),
+        "settings": job_settings(extra),
         "job_id": row.job_id,
         "schedule_id": row.id,
         "created_at": utc(row.created_at),

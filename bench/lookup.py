@@ -34,6 +34,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ld3_core.spec import JobSpec
+
 REPO = Path(__file__).resolve().parent.parent
 MODEL, SOLVER, ORDER, NFE = "builtin:gmm-digits", "unipc", 2, 6
 PATH = f"/schedules/{MODEL}/{SOLVER}/{NFE}"
@@ -85,8 +87,7 @@ def publish_one(url: str) -> None:
     cfg = VPLinear().config()
     times = discretize("logsnr", NFE, VPLinear()).tolist()
     with db.session_scope(settings) as s:
-        job, _ = create_job(s, kind="trust_region", model_id=MODEL, solver=SOLVER, order=ORDER,
-                            nfe=NFE)
+        job, _ = create_job(s, JobSpec.parse("trust_region", MODEL, SOLVER, NFE, ORDER))
         claim_job(s, job.id, "bench")
         publish_result(s, job.id, timesteps=times, score=1.0, metric="fd", extractor="digits",
                        noise_schedule=cfg)

@@ -50,16 +50,12 @@ def run_demo(args: argparse.Namespace) -> int:
         raise CLIError(
             f"unknown built-in model {args.model!r}; choose from {', '.join(builtin_ids())}", 2
         )
-    from ld3_core.solvers import max_order
-
-    if args.order > max_order(args.solver):
-        raise CLIError(f"solver {args.solver} supports orders 1..{max_order(args.solver)}", 2)
-    from registry.job_options import validate_options
+    from ld3_core.spec import JobSpec, SpecError
 
     try:
-        for kind in kinds:
-            validate_options(kind, _job_options(args, kind))
-    except ValueError as exc:
+        specs = [JobSpec.parse(kind, args.model, args.solver, args.nfe, args.order,
+                               _job_options(args, kind)) for kind in kinds]
+    except SpecError as exc:
         raise CLIError(str(exc), 2) from None
 
     workdir = Path(args.workdir).expanduser().resolve()
@@ -77,11 +73,8 @@ def run_demo(args: argparse.Namespace) -> int:
     maker = get_sessionmaker(settings)
     job_ids: list[str] = []
     with maker() as session:
-        for kind in kinds:
-            job, _ = create_job(
-                session, kind=kind, model_id=args.model, solver=args.solver, order=args.order,
-                nfe=args.nfe, options=_job_options(args, kind),
-            )
+        for spec in specs:
+            job, _ = create_job(session, spec)
             job_ids.append(str(job.id))
     print(f"ld3 demo: {args.model}, {args.solver} order {args.order}, NFE {args.nfe}; "
           f"registry {workdir / 'demo.db'}", file=sys.stderr)

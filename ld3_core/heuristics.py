@@ -35,10 +35,11 @@ import torch
 from torch import Tensor
 
 from ld3_core.schedules import NoiseSchedule
+from ld3_core.spec import FLOW_HEURISTICS, HEURISTICS
+from ld3_core.spec import HEURISTIC_NAMES as NAMES
 
-HEURISTICS = ("uniform", "quadratic", "edm", "logsnr")
-NAMES = (*HEURISTICS, "quadratic_tmin")
-FLOW_HEURISTICS = ("shifted_uniform",)  # need a schedule with shift_time / unshift_time
+__all__ = ["FLOW_HEURISTICS", "HEURISTICS", "NAMES", "all_heuristics", "discretize",
+           "heuristic_names"]
 
 
 def _grid(nfe: int) -> Tensor:

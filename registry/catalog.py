@@ -20,13 +20,14 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ld3_core.spec import MODEL_KINDS, PREDICTIONS
 from registry.errors import CatalogError, NotFound
 from registry.model_policy import (
     check_local_source,
     exists_under_roots,
     validate_loader_options,
 )
-from registry.orm import MODEL_KINDS, PREDICTION_TYPES, CatalogModel, Job, utc, utcnow
+from registry.orm import CatalogModel, Job, utc, utcnow
 from registry.text import clean_text, has_unsafe_text, json_depth
 
 log = logging.getLogger(__name__)
@@ -213,9 +214,9 @@ def register_model(
     """
     if kind not in MODEL_KINDS:
         raise CatalogError(f"kind must be one of {', '.join(MODEL_KINDS)}", field="kind")
-    if prediction_type is not None and prediction_type not in PREDICTION_TYPES:
+    if prediction_type is not None and prediction_type not in PREDICTIONS:
         raise CatalogError(
-            f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}",
+            f"prediction_type must be one of {', '.join(PREDICTIONS)}",
             field="prediction_type",
         )
     roots = [Path(r) for r in (model_roots or ())]

@@ -3,6 +3,24 @@ so plain library callers can catch them; the API maps them to problem+json respo
 
 from __future__ import annotations
 
+from sqlalchemy import exc as sa_exc
+
+DB_UNAVAILABLE: tuple[type[Exception], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,
+)
+"""Errors that mean "the database cannot be reached right now": retry later, not a bug."""
+
+
+def is_db_unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` means the database is unreachable right now (one of
+    :data:`DB_UNAVAILABLE`, or a DBAPI error whose connection was invalidated)."""
+    if isinstance(exc, DB_UNAVAILABLE):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)
+
 
 class RegistryError(Exception):
     """Base class of registry errors."""

@@ -27,8 +27,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ld3_core.spec import ACTIVE_STATES, JOB_STATES, JobSpec
 from registry.errors import IdempotencyConflict, JobStateError, NotFound
-from registry.orm import ACTIVE_STATES, JOB_KINDS, JOB_STATES, Job, utcnow
+from registry.orm import Job, utcnow
 from registry.text import clean_text
 
 MAX_ERROR_CHARS = 20_000
@@ -64,28 +65,27 @@ def _require(session: Session, job_id: str) -> Job:
 
 def create_job(
     session: Session,
+    spec: JobSpec,
     *,
-    kind: str,
-    model_id: str,
-    solver: str,
-    order: int,
-    nfe: int,
-    options: Mapping[str, Any] | None = None,
     idempotency_key: str | None = None,
     job_id: str | None = None,
 ) -> tuple[Job, bool]:
-    """Insert a ``queued`` job and commit; returns ``(job, created)``.
+    """Insert a ``queued`` job for ``spec`` (a validated :class:`ld3_core.spec.JobSpec`) and
+    commit; returns ``(job, created)``.
 
-    With ``idempotency_key``: if a job with that key exists and was created from the same
-    request (same kind/model/solver/order/nfe/options) it is returned with ``created=False``;
-    a different request raises :class:`IdempotencyConflict`. Concurrent creations with one key
-    are safe (unique index). ``job_id`` defaults to a new UUID4 string. Inputs are assumed to be
-    validated by the caller (the API checks model catalog, solver, order, NFE range); this
-    function only rejects an unknown ``kind`` (``ValueError``).
+    The options are stored as the client gave them (``exclude_unset``); the defaults they
+    resolve to are recorded with the published schedule. With ``idempotency_key``: if a job
+    with that key exists and was created from the same request (same kind/model/solver/order/
+    nfe/options) it is returned with ``created=False``; a different request raises
+    :class:`IdempotencyConflict`. Concurrent creations with one key are safe (unique index).
+    ``job_id`` defaults to a new UUID4 string. Whether the model is in the catalog is the
+    caller's check.
     """
-    if kind not in JOB_KINDS:
-        raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(JOB_KINDS)}")
-    opts = dict(options or {})
+    if not isinstance(spec, JobSpec):
+        raise TypeError(f"spec must be a JobSpec, got {type(spec).__name__}")
+    kind, req = spec.kind, spec.request
+    model_id, solver, order, nfe = req.model, req.solver, req.order, req.nfe
+    opts = spec.options.model_dump(mode="json", exclude_unset=True)
     digest = request_hash(
         kind=kind, model_id=model_id, solver=solver, order=order, nfe=nfe, options=opts
     )

@@ -27,6 +27,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from ld3_core.spec import JOB_KINDS, JOB_STATES, MODEL_KINDS
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -35,12 +37,6 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-JOB_KINDS = ("ld3", "trust_region")
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
-ACTIVE_STATES = ("queued", "running")
-TERMINAL_STATES = ("succeeded", "failed", "cancelled")
-MODEL_KINDS = ("pixel", "latent", "text2img")
-PREDICTION_TYPES = ("eps", "x0", "v", "flow")
 
 # Artifact kinds the API knows how to serve; workers may add others (free-form strings).
 ARTIFACT_REPORT_JSON = "report_json"

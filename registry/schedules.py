@@ -16,9 +16,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ld3_core.spec import ACTIVE_STATES
 from registry.artifacts import _stage_artifact
 from registry.errors import JobStateError, NotFound
-from registry.orm import ACTIVE_STATES, Job, Schedule, utcnow
+from registry.orm import Job, Schedule, utcnow
 
 _publications = 0
 

@@ -17,6 +17,8 @@ import pytest
 from pg_helpers import temporary_pg_database
 from sqlalchemy import text
 
+from ld3_core.spec import JobSpec
+
 BACKENDS = ("sqlite", "postgres")
 TABLES_IN_DELETE_ORDER = ("artifacts", "schedules", "jobs", "models")
 
@@ -178,7 +180,7 @@ def publish_fake_result(
     model_times = [t * 0.999 for t in times] if decoupled else None
     settings = Settings(database_url=url)
     with db.session_scope(settings) as s:
-        job, _ = create_job(s, kind=kind, model_id=model, solver=solver, order=order, nfe=nfe)
+        job, _ = create_job(s, JobSpec.parse(kind, model, solver, nfe, order))
         claim_job(s, job.id, "test-worker")
         return publish_result(
             s, job.id, timesteps=times, model_timesteps=model_times, score=score, metric="fd",

@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from ld3_core.export import parse_comfyui_sigmas, to_format
 from ld3_core.schedules import DiscreteVP, VPLinear
+from ld3_core.spec import JobSpec
 from registry import db
 from registry import jobs as jr
 from registry import schedules as sr
@@ -185,8 +186,7 @@ def test_model_ids_with_slashes_and_solver_with_plus(client, url):
 def test_export_needs_a_known_noise_schedule(client, url):
     with db.session_scope(Settings(database_url=url)) as s:
         register_model(s, source="org/mystery", kind="pixel")
-        job, _ = jr.create_job(s, kind="ld3", model_id="org/mystery", solver="unipc", order=2,
-                               nfe=3)
+        job, _ = jr.create_job(s, JobSpec.parse("ld3", "org/mystery", "unipc", 3, 2))
         jr.claim_job(s, job.id, "w")
         sr.publish_result(s, job.id, timesteps=[1.0, 0.5, 0.2, 0.01], sigmas=[9, 3, 1, 0.1])
     native = client.get("/schedules/org/mystery/unipc/3")
@@ -201,8 +201,7 @@ def test_builtin_models_noise_schedule_comes_from_ld3_core(client, url):
 
     times = logsnr_times(4)
     with db.session_scope(Settings(database_url=url)) as s:
-        job, _ = jr.create_job(s, kind="ld3", model_id="builtin:gmm-digits", solver="unipc",
-                               order=2, nfe=4)
+        job, _ = jr.create_job(s, JobSpec.parse("ld3", "builtin:gmm-digits", "unipc", 4, 2))
         jr.claim_job(s, job.id, "w")
         sr.publish_result(s, job.id, timesteps=times, sigmas=[5, 4, 3, 2, 1])  # no config
     body = client.get(f"{KEY}/4", params={"format": "k-diffusion"})

@@ -17,6 +17,7 @@ from api_helpers import (
 )
 
 from ld3_core.schedules import VPLinear
+from ld3_core.spec import JobSpec
 from registry import catalog, db
 from registry import jobs as jr
 from registry import schedules as sr
@@ -34,11 +35,9 @@ def session(url: str):
         yield s
 
 
-def _job(session, **kw):
-    args = {"kind": "ld3", "model_id": "builtin:gmm-digits", "solver": "unipc", "order": 2,
-            "nfe": 6}
-    args.update(kw)
-    return jr.create_job(session, **args)
+def _job(session, options=None, *, kind="ld3", model_id="builtin:gmm-digits", nfe=6, **kw):
+    spec = JobSpec.parse(kind, model_id, "unipc", nfe, 2, options)
+    return jr.create_job(session, spec, **kw)
 
 
 def test_create_job_is_idempotent_per_key(session, url):
@@ -54,9 +53,9 @@ def test_create_job_is_idempotent_per_key(session, url):
     assert job.state == "queued" and job.attempts == 0 and job.options == {"seed": 3}
 
 
-def test_create_job_rejects_unknown_kind(session, url):
-    with pytest.raises(ValueError, match="kind"):
-        _job(session, kind="magic")
+def test_create_job_takes_only_a_validated_spec(session, url):
+    with pytest.raises(TypeError, match="JobSpec"):
+        jr.create_job(session, {"kind": "magic"})
     assert count_rows(url)["jobs"] == 0
 
 

@@ -18,6 +18,8 @@ import sqlalchemy as sa
 from api_helpers import backend_url
 from fastapi.testclient import TestClient
 
+from ld3_core.spec import JobSpec
+
 pytestmark = pytest.mark.services
 
 MODEL = "builtin:gmm-digits"
@@ -111,8 +113,7 @@ def test_reaper_requeues_cancels_and_respects_live_leases(backend, tmp_path):
         ids = []
         with maker() as s:
             for nfe in (4, 5, 6, 7):
-                job, _ = create_job(s, kind="trust_region", model_id=MODEL, solver="unipc",
-                                    order=2, nfe=nfe)
+                job, _ = create_job(s, JobSpec.parse("trust_region", MODEL, "unipc", nfe, 2))
                 claim_job(s, job.id, "dead-worker")
                 ids.append(job.id)
             lost, cancelling, leased, fresh = ids

@@ -15,10 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
-
 from registry import jobs as job_repo
+from registry.errors import is_db_unavailable
 from registry.text import clean_text
 
 log = logging.getLogger(__name__)
@@ -28,13 +26,6 @@ DB_RETRIES = 3
 DB_RETRY_DELAY_S = 0.5
 
 
-def is_db_down(exc: BaseException) -> bool:
-    """True for errors meaning "the database is unreachable right now" (retry later)."""
-    if isinstance(exc, (OperationalError, DisconnectionError, PoolTimeout)):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
-
-
 def _write(session_factory: Any, fn: Callable[[Any], Any], what: str, job_id: str) -> Any:
     """``fn(session)`` in a fresh session, retried while the database is down."""
     for attempt in range(DB_RETRIES):
@@ -42,7 +33,7 @@ def _write(session_factory: Any, fn: Callable[[Any], Any], what: str, job_id: st
             with session_factory() as session:
                 return fn(session)
         except Exception as exc:
-            if not is_db_down(exc) or attempt == DB_RETRIES - 1:
+            if not is_db_unavailable(exc) or attempt == DB_RETRIES - 1:
                 raise
             log.warning("job %s: %s not recorded yet (%s); retrying", job_id, what,
                         type(exc).__name__)
@@ -65,7 +56,7 @@ def finish_failed(session_factory: Any, job_id: str, message: str) -> str:
                 "failure", job_id,
             )
         except Exception as exc:
-            if is_db_down(exc):
+            if is_db_unavailable(exc):
                 raise
             log.warning("job %s: the database refused the error text (%s); trying a plainer one",
                         job_id, type(exc).__name__)

@@ -24,14 +24,16 @@ import logging
 import math
 import socket
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
-from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from ld3_core.spec import JobOptions, JobSpec
 from registry import jobs as job_repo
-from registry.job_options import JobOptions, parse_options, validate_options
+from registry.errors import is_db_unavailable
 from registry.settings import Settings, get_settings
 from worker import outcome
 from worker.config import WorkerSettings, get_worker_settings
@@ -44,17 +46,23 @@ STAGES: dict[str, list[tuple[str, float]]] = {
     "ld3": [("optimize", 0.93), ("report", 0.05), ("publish", 0.02)],
     "trust_region": [("optimize", 0.9), ("report", 0.07), ("publish", 0.03)],
 }
-_DB_ERRORS = (OperationalError, DisconnectionError, PoolTimeout)
 
 
 class RegistryUnavailable(RuntimeError):
     """The registry database could not be reached; the job can be retried later."""
 
 
-def _is_db_down(exc: BaseException) -> bool:
-    if isinstance(exc, _DB_ERRORS):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+@contextmanager
+def _registry_errors() -> Iterator[None]:
+    """Turn "database unreachable" errors into :class:`RegistryUnavailable` (retry later)."""
+    try:
+        yield
+    except RegistryUnavailable:
+        raise
+    except Exception as exc:
+        if is_db_unavailable(exc):
+            raise RegistryUnavailable(str(exc).splitlines()[0]) from exc
+        raise
 
 
 def run_job(
@@ -88,16 +96,11 @@ def run_job(
         session_factory = get_sessionmaker(settings)
     wopts = worker_options or get_worker_settings()
     worker_name = worker_name or socket.gethostname()
-    try:
-        with session_factory() as session:
-            job = job_repo.claim_job(session, job_id, worker_name, stale_after_s=stale_after_s)
-            if job is None:
-                current = job_repo.get_job(session, job_id)
-                return "missing" if current is None else current.state
-    except Exception as exc:
-        if _is_db_down(exc):
-            raise RegistryUnavailable(str(exc).splitlines()[0]) from exc
-        raise
+    with _registry_errors(), session_factory() as session:
+        job = job_repo.claim_job(session, job_id, worker_name, stale_after_s=stale_after_s)
+        if job is None:
+            current = job_repo.get_job(session, job_id)
+            return "missing" if current is None else current.state
     if int(job.attempts or 1) > wopts.max_attempts:
         message = (f"gave up after {wopts.max_attempts} attempts: the worker running this job "
                    "was lost each time (killed, out of memory?)")
@@ -124,9 +127,7 @@ class _JobRun:
         # a resumed job keeps the progress it had reached (the fraction never goes back)
         self.progress.fraction = float(job.progress or 0.0)
         self.model: Any = None
-        self.opts: JobOptions | None = None
-        self._extractor_obj: Any = None
-        self._ref_stats: tuple[Any, Any] | None = None
+        self.spec: JobSpec | None = None
 
     # -- outcome handling ------------------------------------------------------------------
     def run(self) -> str:
@@ -145,7 +146,7 @@ class _JobRun:
             self.paths.log_event("cancelled", attempt=attempt)
             return self._finish_cancelled()
         except Exception as exc:
-            if _is_db_down(exc) or isinstance(exc, RegistryUnavailable):
+            if is_db_unavailable(exc) or isinstance(exc, RegistryUnavailable):
                 self.paths.log_event("registry_unavailable", attempt=attempt)
                 raise RegistryUnavailable(str(exc).splitlines()[0]) from exc
             if self._cancel_requested():
@@ -167,21 +168,13 @@ class _JobRun:
             return False
 
     def _finish_cancelled(self) -> str:
-        try:
+        with _registry_errors():
             return outcome.finish_cancelled(self.session_factory, self.job_id)
-        except Exception as exc:
-            if _is_db_down(exc):
-                raise RegistryUnavailable(str(exc).splitlines()[0]) from exc
-            raise
 
     def _finish_failed(self, message: str, trace: str) -> str:
         log.debug("job %s traceback:\n%s", self.job_id, trace)
-        try:
+        with _registry_errors():
             return outcome.finish_failed(self.session_factory, self.job_id, message)
-        except Exception as exc:
-            if _is_db_down(exc):
-                raise RegistryUnavailable(str(exc).splitlines()[0]) from exc
-            raise
 
     def _release_memory(self) -> None:
         self.model = None
@@ -191,8 +184,9 @@ class _JobRun:
     # -- the stages ------------------------------------------------------------------------
     def _execute(self) -> None:
         job = self.job
-        validate_options(job.kind, job.options)
-        self.opts = parse_options(job.options)
+        # stored rows were validated by the API; checked again for rows written otherwise
+        self.spec = JobSpec.parse(job.kind, job.model_id, job.solver, job.nfe, job.order,
+                                  job.options)
         self.progress.enter(STAGES[job.kind][0][0])
         self.model = self._load_model()
         outcome = self._optimize()
@@ -201,11 +195,16 @@ class _JobRun:
         self.progress.enter("publish")
         self._publish(outcome, report_files)
 
+    @property
+    def opts(self) -> JobOptions:
+        """The job's validated options (set by :meth:`_execute`)."""
+        assert self.spec is not None
+        return self.spec.options
+
     def _load_model(self) -> Any:
         from ld3_core import models
         from registry.catalog import get_model
 
-        assert self.opts is not None
         with self.session_factory() as session:
             info = get_model(session, self.job.model_id)
         if info is None:
@@ -220,20 +219,14 @@ class _JobRun:
         if device is not None and getattr(model, "device", None) is None:
             # teacher, LD3 and evaluation all run where ``model.device`` says (default CPU)
             model.device = str(device)
-        return apply_catalog_overrides(model, info.noise_schedule, info.prediction_type)
+        return models.apply_overrides(model, noise_schedule=info.noise_schedule,
+                                      prediction=info.prediction_type)
 
     def _teacher_config(self) -> Any:
         from ld3_core.teacher import TeacherConfig
 
-        o = self.opts
-        assert o is not None
-        return TeacherConfig(
-            solver=o.teacher_solver,
-            order=o.teacher_order,
-            nfe=o.teacher_nfe,
-            discretization=o.teacher_discretization,
-            device=self.settings.device,
-        ).resolve(self.model)
+        return TeacherConfig(**self.opts.teacher_options(),
+                             device=self.settings.device).resolve(self.model)
 
     def _cached_pairs(self, split: str, n: int, seed: int) -> Any:
         """Teacher pairs of one split, through the cache shared by every job on the model."""
@@ -242,7 +235,6 @@ class _JobRun:
 
         cfg = self._teacher_config()
         o = self.opts
-        assert o is not None
         # where and in what batches it runs does not change the pairs: not part of the key
         teacher_key = {k: v for k, v in cfg.to_dict().items() if k not in ("device", "batch_size")}
         key = cache_key(
@@ -269,7 +261,6 @@ class _JobRun:
         from ld3_core.optimize import optimize_schedule
 
         job, o = self.job, self.opts
-        assert o is not None
         outcome = optimize_schedule(
             self.model, job.kind, job.solver, job.order, job.nfe, seed=o.seed,
             progress=self.progress, checkpoint_dir=self.paths.ckpt_dir / "optimize",
@@ -315,7 +306,11 @@ class _JobRun:
                            for k, v in outcome.scores.items()},
             "splits": outcome.splits,
             "options": dict(job.options or {}),
+            "resolved_options": self.opts.model_dump(mode="json"),
             "settings": outcome.details.get("settings"),
+            "trust_region": outcome.details.get("trust_region"),
+            "ld3_runs": outcome.details.get("ld3_runs"),
+            "teacher": self._teacher_config().to_dict(),
             "attempts": int(job.attempts or 1),
         }
         fd = float(own["fd"])
@@ -333,32 +328,5 @@ class _JobRun:
         self.progress.fraction = 1.0
 
 
-def apply_catalog_overrides(
-    model: Any, noise_schedule: dict[str, Any] | None, prediction_type: str | None
-) -> Any:
-    """Apply a registered model's catalog overrides to a loaded model; returns it.
-
-    ``noise_schedule``: a ``NoiseSchedule.config()`` replacing the model's schedule (the
-    network time input follows it when it was the old schedule's ``network_time``);
-    ``prediction_type``: ``eps``/``x0``/``v`` replacing the model's parameterization.
-    """
-    if noise_schedule is not None:
-        from ld3_core.schedules import from_config
-
-        old = model.schedule
-        model.schedule = from_config(dict(noise_schedule))
-        if model.time_input == old.network_time:
-            model.time_input = model.schedule.network_time
-    if prediction_type is not None:
-        from ld3_core.models.wrapper import PREDICTIONS
-
-        if prediction_type not in PREDICTIONS:
-            raise ValueError(f"prediction_type must be one of {PREDICTIONS}")
-        model.prediction = prediction_type
-    return model
-
-
 def _exists(path: Any) -> bool:
-    from pathlib import Path
-
     return Path(path).is_file()

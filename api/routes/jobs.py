@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
@@ -25,10 +25,10 @@ from api.dispatch import Dispatcher
 from api.problems import Problem
 from api.schemas import JobCreate, JobOut, JobPage
 from api.serialize import job_out, job_url
-from api.validation import check_solver_order, field_error, raise_if
+from api.validation import field_error, spec_problem
+from ld3_core.spec import JobKind, JobSpec, JobState, SpecError
 from registry.artifacts import get_artifact, resolve_path
 from registry.catalog import get_model
-from registry.job_options import validate_options
 from registry.jobs import create_job, delete_job, get_job, list_jobs, request_cancel
 from registry.orm import (
     ARTIFACT_FD_PLOT_PNG,
@@ -87,28 +87,18 @@ def submit_job(
     ``Idempotent-Replayed: true``); the same key with another body is a 422. If the job
     cannot be queued (broker down) the row is removed and the answer is 503.
     """
-    order, errors = check_solver_order(body.solver, body.order)
-    if not 1 <= body.nfe <= settings.max_nfe:
-        errors.append(field_error("#/nfe", f"nfe must be 1..{settings.max_nfe}"))
-    if get_model(session, body.model) is None:
-        errors.append(field_error(
-            "#/model", f"unknown model {body.model!r}; see GET /models or register it first"
-        ))
     try:
-        validate_options(body.kind, body.options)
-    except ValueError as exc:
-        errors.append(field_error("#/options", str(exc)))
-    raise_if(errors)
-    job, created = create_job(
-        session,
-        kind=body.kind,
-        model_id=body.model,
-        solver=body.solver,
-        order=order,
-        nfe=body.nfe,
-        options=body.options,
-        idempotency_key=idempotency_key,
-    )
+        spec = JobSpec.parse(body.kind, body.model, body.solver, body.nfe, body.order,
+                             body.options, max_nfe=settings.max_nfe)
+    except SpecError as exc:
+        raise spec_problem(exc, "pointer") from None
+    if get_model(session, spec.request.model) is None:
+        raise Problem(
+            422, f"unknown model {body.model!r}; see GET /models or register it first",
+            slug="validation-error",
+            errors=[field_error("model", f"unknown model {body.model!r}", "pointer")],
+        )
+    job, created = create_job(session, spec, idempotency_key=idempotency_key)
     if created:
         try:
             dispatcher.submit(job.id)
@@ -135,9 +125,9 @@ def list_all_jobs(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    state: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
+    state: JobState | None = None,
     model: Annotated[str | None, Query(max_length=255)] = None,
-    kind: Literal["ld3", "trust_region"] | None = None,
+    kind: JobKind | None = None,
     limit: LimitQuery = None,
     offset: OffsetQuery = 0,
 ) -> dict:

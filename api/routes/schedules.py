@@ -32,7 +32,8 @@ from api.schedule_service import (
 )
 from api.schemas import ScheduleOut, SchedulePage
 from api.serialize import schedule_id_url, schedule_out
-from api.validation import check_solver_order, raise_if
+from api.validation import spec_problem
+from ld3_core.spec import ScheduleRequest, SpecError
 from registry.schedules import best_schedule, get_schedule, list_schedules
 from registry.settings import Settings
 
@@ -55,8 +56,8 @@ def _resolver(request: Request) -> NoiseScheduleResolver:
 def _check_format(fmt: str) -> None:
     formats = export_formats()
     if fmt not in formats:
-        raise_if([{"parameter": "format",
-                   "detail": f"unknown format {fmt!r}; known: {', '.join(formats)}"}])
+        raise spec_problem(SpecError(
+            [("format", f"unknown format {fmt!r}; known: {', '.join(formats)}")]), "parameter")
 
 
 def _respond(
@@ -157,13 +158,13 @@ def _parse_key(settings: Settings, key: str, order: int | None) -> tuple[str, st
         )
     model, solver, nfe_text = parts
     if not nfe_text.isdigit():
-        raise_if([{"parameter": "nfe", "detail": "nfe must be a positive integer"}])
+        raise spec_problem(SpecError([("nfe", "nfe must be a positive integer")]), "parameter")
     nfe = int(nfe_text)
-    order, errors = check_solver_order(solver, order, where="parameter")
-    if not 1 <= nfe <= settings.max_nfe:
-        errors.append({"parameter": "nfe", "detail": f"nfe must be 1..{settings.max_nfe}"})
-    raise_if(errors)
-    return model, solver, order, nfe
+    try:
+        request = ScheduleRequest.parse(model, solver, nfe, order, max_nfe=settings.max_nfe)
+    except SpecError as exc:
+        raise spec_problem(exc, "parameter") from None
+    return request.model, request.solver, request.order, request.nfe
 
 
 def _lookup_entry(

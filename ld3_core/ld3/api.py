@@ -6,6 +6,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,26 @@ from ld3_core.ld3.parameterization import xi_from_timesteps
 from ld3_core.ld3.result import LearnedSchedule
 from ld3_core.ld3.trainer import Trainer
 from ld3_core.models.wrapper import DiffusionModel
+from ld3_core.spec import trust_region_p
 from ld3_core.teacher import TeacherConfig, TeacherData, generate, model_device
 
 Progress = Callable[[dict[str, Any]], None]
 INITS = ("best_heuristic", "trust_region", *NAMES)
+
+
+@dataclass(frozen=True)
+class _LD3Run:
+    """The validated arguments of one :func:`learn` call."""
+
+    model: DiffusionModel
+    solver: str
+    order: int
+    nfe: int
+    metric: str
+    decoupled: bool
+    seed: int
+    init: Any
+    cfg: LD3Config
 
 
 class Cancelled(Exception):  # noqa: N818 - the name is part of the public contract
@@ -133,7 +150,7 @@ def _init_times(
             except ImportError as exc:  # pragma: no cover - module ships with ld3_core
                 raise ValueError(f"init='trust_region' is unavailable: {exc}") from exc
             latent = bool(model.latent)
-            t = optimize(sched, nfe, solver=solver, order=order, p=2 if latent else 1,
+            t = optimize(sched, nfe, solver=solver, order=order, p=trust_region_p(latent),
                          init=paper_init(latent))
             return "trust_region", torch.as_tensor(t, dtype=torch.float64)
         return init, discretize(init, nfe, sched)
@@ -149,23 +166,21 @@ def _nan_last(v: float) -> float:
     return v if v == v else math.inf
 
 
-def _fingerprint(
-    model: DiffusionModel, solver: str, order: int, nfe: int, metric: str, decoupled: bool,
-    seed: int, init: Any, cfg: LD3Config, teacher_cfg: dict[str, Any],
-) -> dict[str, Any]:
+def _fingerprint(run: _LD3Run, teacher_cfg: dict[str, Any]) -> dict[str, Any]:
+    init = run.init
     init_key = init if isinstance(init, str) else [float(v) for v in torch.as_tensor(init)]
-    conf = cfg.to_dict()
+    conf = run.cfg.to_dict()
     conf.pop("checkpoint_every")  # does not change the result
     return {
-        "model": model.name,
-        "schedule": model.schedule.config(),
-        "guidance_scale": model.guidance_scale,
-        "solver": solver,
-        "order": order,
-        "nfe": nfe,
-        "metric": metric,
-        "decoupled": decoupled,
-        "seed": seed,
+        "model": run.model.name,
+        "schedule": run.model.schedule.config(),
+        "guidance_scale": run.model.guidance_scale,
+        "solver": run.solver,
+        "order": run.order,
+        "nfe": run.nfe,
+        "metric": run.metric,
+        "decoupled": run.decoupled,
+        "seed": run.seed,
         "init": init_key,
         "ld3": conf,
         "teacher": {k: v for k, v in teacher_cfg.items() if k not in ("batch_size", "device")},
@@ -246,26 +261,26 @@ def learn(
         },
     )
     try:
-        return _run(
-            model, solver, order, nfe, teacher, metric, decoupled, seed, init, cfg, device,
-            distance, ck_dir, n_pairs, report,
-        )
+        run = _LD3Run(model, solver, order, nfe, metric, decoupled, seed, init, cfg)
+        return _run(run, teacher, device, distance, ck_dir, report)
     finally:
         report.close()
 
 
 def _run(
-    model: DiffusionModel, solver: str, order: int, nfe: int, teacher: Any, metric: str,
-    decoupled: bool, seed: int, init: Any, cfg: LD3Config, device: torch.device,
-    distance: Any, ck_dir: Path | None, n_pairs: int, report: _Progress,
+    run: _LD3Run, teacher: Any, device: torch.device, distance: Any, ck_dir: Path | None,
+    report: _Progress,
 ) -> LearnedSchedule:
+    model, solver, order, nfe, cfg = run.model, run.solver, run.order, run.nfe, run.cfg
     if ck_dir is not None:
         ck_dir.mkdir(parents=True, exist_ok=True)
-    data = _load_teacher(model, teacher, n_pairs, seed, ck_dir, report)
+    n_pairs = cfg.n_train + cfg.n_val
+    data = _load_teacher(model, teacher, n_pairs, run.seed, ck_dir, report)
     train = data.subset(slice(0, cfg.n_train))
     val = data.subset(slice(cfg.n_train, n_pairs))
-    fp = _fingerprint(model, solver, order, nfe, metric, decoupled, seed, init, cfg, data.config)
-    trainer = Trainer(model, solver, order, nfe, train, val, distance, cfg, decoupled, seed, device)
+    fp = _fingerprint(run, data.config)
+    trainer = Trainer(model, solver, order, nfe, train, val, distance, cfg, run.decoupled,
+                      run.seed, device)
 
     saved = ckpt.load_state(ck_dir) if ck_dir is not None else None
     if saved is not None:
@@ -284,7 +299,7 @@ def _run(
                 trainer.losses(trainer.val_z, trainer.val_cond, trainer.val_target, t, None).mean()
             )
             report("init", (k + 1) / (len(HEURISTICS) + 1), heuristic_losses[name])
-        init_name, init_t = _init_times(init, model, solver, order, nfe, heuristic_losses)
+        init_name, init_t = _init_times(run.init, model, solver, order, nfe, heuristic_losses)
         trainer.init_params(xi_from_timesteps(init_t, model.schedule, cfg.space))
         trainer.validate("init", None)
         report("init", 1.0, trainer.last_val_loss)
@@ -318,8 +333,7 @@ def _run(
             best_val_loss=trainer.best["loss"],
         )
 
-    result = _result(trainer, model, solver, order, nfe, metric, decoupled, seed, init, cfg,
-                     data.config, heuristic_losses, init_name, init_t)
+    result = _result(trainer, run, data.config, heuristic_losses, init_name, init_t)
     save(result.to_dict())
     if ck_dir is not None:
         ckpt.save_result(ck_dir, result.to_dict())
@@ -328,10 +342,10 @@ def _run(
 
 
 def _result(
-    trainer: Trainer, model: DiffusionModel, solver: str, order: int, nfe: int, metric: str,
-    decoupled: bool, seed: int, init: Any, cfg: LD3Config, teacher_cfg: dict[str, Any],
+    trainer: Trainer, run: _LD3Run, teacher_cfg: dict[str, Any],
     heuristic_losses: dict[str, float], init_name: str, init_t: Tensor,
 ) -> LearnedSchedule:
+    model, init, decoupled = run.model, run.init, run.decoupled
     best = trainer.best
     trainer.xi = best["xi"].clone()
     trainer.xi_c = best["xi_c"].clone()
@@ -341,16 +355,16 @@ def _result(
     config = {
         "model": model.name,
         "schedule": model.schedule.config(),
-        "solver": solver,
-        "order": order,
-        "nfe": nfe,
-        "metric": metric,
+        "solver": run.solver,
+        "order": run.order,
+        "nfe": run.nfe,
+        "metric": run.metric,
         "decoupled": decoupled,
-        "seed": seed,
+        "seed": run.seed,
         "init": init if isinstance(init, str) else "custom",
         "init_name": init_name,
         "init_timesteps": [float(v) for v in torch.as_tensor(init_t)],
-        "ld3": cfg.to_dict(),
+        "ld3": run.cfg.to_dict(),
         "radius": trainer.radius,
         "teacher": teacher_cfg,
         "best_iteration": best["iteration"],

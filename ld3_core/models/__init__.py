@@ -11,7 +11,7 @@ from typing import Any
 
 from ld3_core.models.wrapper import PREDICTIONS, DiffusionModel
 
-__all__ = ["DiffusionModel", "PREDICTIONS", "load", "builtin_ids"]
+__all__ = ["DiffusionModel", "PREDICTIONS", "apply_overrides", "builtin_ids", "load"]
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -40,3 +40,31 @@ def load(model_id: str, **options: Any) -> DiffusionModel:
     from ld3_core.models.diffusers_loader import load_diffusers
 
     return load_diffusers(model_id, **options)
+
+
+def apply_overrides(
+    model: DiffusionModel,
+    *,
+    noise_schedule: dict[str, Any] | None = None,
+    prediction: str | None = None,
+) -> DiffusionModel:
+    """Replace a loaded model's noise schedule and/or prediction type; returns the model.
+
+    ``noise_schedule``: a ``NoiseSchedule.config()`` dict (e.g. from a catalog entry); the
+    network's time input follows the new schedule when it was the old schedule's
+    ``network_time``. ``prediction``: one of :data:`PREDICTIONS` (``eps``, ``x0``, ``v``,
+    ``flow``). Raises ``ValueError`` on an unknown prediction or schedule config.
+    """
+    if prediction is not None and prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}, got "
+                         f"{prediction!r}")
+    if noise_schedule is not None:
+        from ld3_core.schedules import from_config
+
+        old = model.schedule
+        model.schedule = from_config(dict(noise_schedule))
+        if model.time_input == old.network_time:
+            model.time_input = model.schedule.network_time
+    if prediction is not None:
+        model.prediction = prediction
+    return model

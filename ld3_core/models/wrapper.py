@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from ld3_core.schedules import NoiseSchedule, TensorLike, as_tensor
+from ld3_core.spec import PREDICTIONS
 
-PREDICTIONS = ("eps", "x0", "v", "flow")
 _HALF = (torch.float16, torch.bfloat16)
 Cond = Mapping[str, Any]
 NetworkFn = Callable[..., Tensor]

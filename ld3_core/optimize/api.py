@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from ld3_core.optimize.scoring import (
     feature_reference,
     ratio_interval,
 )
+from ld3_core.spec import JOB_KINDS, trust_region_p
 from ld3_core.teacher import TeacherConfig, TeacherData, generate, model_device
 
 Progress = Callable[[dict[str, Any]], None]
@@ -79,8 +81,8 @@ def _check_args(model: Any, kind: Any, solver: Any, order: Any, nfe: Any, seed: 
     name = check_sampling_target(model, solver, order, nfe, "the job")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    if kind not in ("ld3", "trust_region"):
-        raise ValueError(f"kind must be 'ld3' or 'trust_region', got {kind!r}")
+    if kind not in JOB_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(JOB_KINDS)}, got {kind!r}")
     return name
 
 
@@ -223,21 +225,24 @@ class _Job:
         if saved is None:
             from ld3_core import trust_region
 
-            p = self.cfg.tr_p if self.cfg.tr_p is not None else (2 if self.model.latent else 1)
-            kw: dict[str, Any] = {} if self.cfg.tr_variant is None else {
-                "variant": self.cfg.tr_variant}
             init = trust_region.paper_init(bool(self.model.latent))
             if self.kind == "trust_region" and self.cfg.init is not None:
                 init = self.cfg.init
-            kw["init"] = init
-            t = trust_region.optimize(self.model.schedule, self.nfe, self.solver, self.order,
-                                      p=p, **kw)
+            t = self.trust_region_times(self.nfe, init)
             saved = Candidate("trust_region", "trust_region", t).to_dict()
-            saved.update(p=p, init=init)
+            saved.update(p=self.cfg.tr_p, init=init, variant=self.cfg.tr_variant)
             self._save_json("trust_region.json", saved)
-        self.details["trust_region"] = {"p": saved.get("p"), "init": saved.get("init")}
+        self.details["trust_region"] = {"p": saved.get("p"), "init": saved.get("init"),
+                                        "variant": saved.get("variant")}
         cands.append(Candidate.from_dict(saved))
         return cands
+
+    def trust_region_times(self, nfe: int, init: str) -> Tensor:
+        """The trust-region schedule at ``nfe`` with the job's (resolved) p and variant."""
+        from ld3_core import trust_region
+
+        return trust_region.optimize(self.model.schedule, nfe, self.solver, self.order,
+                                     p=self.cfg.tr_p, init=init, variant=self.cfg.tr_variant)
 
     def rank(self, cands: list[Candidate]) -> dict[str, float]:
         saved = self._load_json("tune_scores.json") or {}
@@ -284,6 +289,8 @@ class _Job:
                 "init": start, "val_loss": res.val_loss,
                 "best_iteration": res.config.get("best_iteration"),
                 "iterations": res.config.get("iterations"),
+                "config": {k: v for k, v in res.config.items()
+                           if k not in ("best_iteration", "iterations", "best_soft_val_loss")},
             }
         return out
 
@@ -331,12 +338,10 @@ class _Job:
 
         out: dict[str, dict[str, dict[str, Any]]] = {}
         sel = self.splits["select"]
-        p = self.cfg.tr_p if self.cfg.tr_p is not None else (2 if self.model.latent else 1)
         for nfe in self.cfg.report_nfes:
             cands = dict(all_heuristics(nfe, self.model.schedule))
-            cands["trust_region"] = trust_region.optimize(
-                self.model.schedule, nfe, self.solver, self.order, p=p,
-                init=trust_region.paper_init(bool(self.model.latent)))
+            cands["trust_region"] = self.trust_region_times(
+                nfe, trust_region.paper_init(bool(self.model.latent)))
             out[str(nfe)] = {}
             for name, t in cands.items():
                 pixels = solve_pixels(self.model, sel.x_T, sel.cond, t, self.solver,
@@ -433,6 +438,17 @@ def _fingerprint(
                        if k not in ("device", "refine_time_budget_s", "batch_size")}}
 
 
+def _resolve_model_defaults(cfg: OptimizeConfig, model: DiffusionModel) -> OptimizeConfig:
+    """Fill the settings whose default depends on the model (trust-region p and variant)."""
+    from ld3_core import trust_region
+
+    return replace(
+        cfg,
+        tr_p=float(cfg.tr_p) if cfg.tr_p is not None else trust_region_p(bool(model.latent)),
+        tr_variant=cfg.tr_variant or trust_region.DEFAULT_VARIANT,
+    )
+
+
 def optimize_schedule(
     model: DiffusionModel,
     kind: str,
@@ -470,7 +486,7 @@ def optimize_schedule(
     Returns an :class:`Outcome`. Raises ``ValueError`` on invalid arguments or options.
     """
     solver = _check_args(model, kind, solver, order, nfe, seed)
-    cfg = make_config(kind, nfe, **options)
+    cfg = _resolve_model_defaults(make_config(kind, nfe, **options), model)
     ck = Path(checkpoint_dir) if checkpoint_dir is not None else None
     fp = _fingerprint(model, kind, solver, order, nfe, seed, cfg)
     if ck is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-KINDS = ("ld3", "trust_region")
+from ld3_core.spec import JOB_KINDS
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,14 @@ class OptimizeConfig:
             best candidate; default True for ``ld3`` jobs, False for ``trust_region`` jobs.
         refine_max_evals: objective evaluations (None: 40 (nfe - 1) + 40).
         refine_time_budget_s: wall-clock cap on the refinement, 600 s.
-        tr_p, tr_variant: trust-region error exponent (None: 2 latent, 1 pixel) and variant.
+        tr_p, tr_variant: trust-region error exponent (None: ``spec.trust_region_p``, 2
+            latent, 1 pixel) and variant (None: ``trust_region.DEFAULT_VARIANT``); both are
+            resolved by ``optimize_schedule`` and recorded in the outcome's settings.
         ld3: LD3Config overrides (e.g. ``{"epochs_phase2": 3}``); ``metric`` / ``decoupled``:
             LD3's distance and decoupled network times.
+        epochs, ld3_batch_size, lr: shorthands merged into ``ld3``: ``epochs`` total LD3
+            epochs (a third with xi^c frozen, the rest on all parameters), ``ld3_batch_size``
+            LD3's batch size, ``lr`` its learning rate on xi (``lr_xi``).
     Scoring:
         extractor: feature space of the FD (None: the model's default).
         n_boot: bootstrap resamples of the intervals, 200.
@@ -54,6 +59,9 @@ class OptimizeConfig:
     tr_p: float | None = None
     tr_variant: str | None = None
     ld3: dict[str, Any] | None = None
+    epochs: int | None = None
+    ld3_batch_size: int | None = None
+    lr: float | None = None
     metric: str = "l2"
     decoupled: bool = True
     extractor: Any = None
@@ -83,8 +91,8 @@ def make_config(kind: str, nfe: int, **options: Any) -> OptimizeConfig:
 
     Raises ``ValueError`` naming an unknown option or an invalid value.
     """
-    if kind not in KINDS:
-        raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(KINDS)}")
+    if kind not in JOB_KINDS:
+        raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(JOB_KINDS)}")
     known = {f.name for f in fields(OptimizeConfig)}
     unknown = sorted(set(options) - known)
     if unknown:
@@ -111,8 +119,26 @@ def make_config(kind: str, nfe: int, **options: Any) -> OptimizeConfig:
     if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in nfes):
         raise ValueError(f"report_nfes must be positive integers, got {cfg.report_nfes!r}")
     cfg = replace(cfg, report_nfes=tuple(sorted(set(nfes) - {nfe})))
+    cfg = _merge_ld3_shorthands(cfg)
     if cfg.refine is None:
         cfg = replace(cfg, refine=kind == "ld3")
     if cfg.refine_max_evals is None:
         cfg = replace(cfg, refine_max_evals=40 * max(nfe - 1, 1) + 40)
     return cfg
+
+
+def _merge_ld3_shorthands(cfg: OptimizeConfig) -> OptimizeConfig:
+    """Fold ``epochs`` / ``ld3_batch_size`` / ``lr`` into the ``ld3`` overrides."""
+    ld3 = dict(cfg.ld3 or {})
+    if cfg.epochs is not None:
+        if isinstance(cfg.epochs, bool) or not isinstance(cfg.epochs, int) or cfg.epochs < 1:
+            raise ValueError(f"epochs must be an integer >= 1, got {cfg.epochs!r}")
+        ld3["epochs_phase1"] = cfg.epochs // 3
+        ld3["epochs_phase2"] = cfg.epochs - cfg.epochs // 3
+    if cfg.ld3_batch_size is not None:
+        ld3["batch_size"] = cfg.ld3_batch_size
+    if cfg.lr is not None:
+        if not cfg.lr > 0:
+            raise ValueError(f"lr must be > 0, got {cfg.lr!r}")
+        ld3["lr_xi"] = float(cfg.lr)
+    return replace(cfg, ld3=ld3 or None, epochs=None, ld3_batch_size=None, lr=None)

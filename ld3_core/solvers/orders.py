@@ -1,45 +1,19 @@
-"""Solver names, their maximal orders, and the order used at each step."""
+"""The order used at each step of a multistep solver; the solver names and their maximal
+orders come from :mod:`ld3_core.spec` (re-exported here)."""
 
 from __future__ import annotations
 
-SOLVERS = ("euler", "dpm++", "unipc", "ipndm")
+from ld3_core.spec import SOLVER_VARIANTS, SOLVERS, canonical_solver, max_order
 
-_MAX_ORDER = {"euler": 1, "dpm++": 3, "unipc": 3, "ipndm": 4}
-_VARIANTS = {"euler": ("default",), "dpm++": ("taylor", "diffusers"), "unipc": ("bh2", "bh1"),
-             "ipndm": ("fixed", "variable")}
-_ALIASES = {
-    "ddim": "euler",
-    "dpmpp": "dpm++",
-    "dpm_solver++": "dpm++",
-    "dpmsolver++": "dpm++",
-    "dpm-solver++": "dpm++",
-    "uni_pc": "unipc",
-    "uni-pc": "unipc",
-}
+__all__ = ["SOLVERS", "canonical_solver", "check_order", "max_order", "step_orders", "variants"]
 
 # diffusers applies lower_order_final only below this many steps; we follow that rule.
 LOWER_ORDER_FINAL_BELOW = 15
 
 
-def canonical_solver(name: str) -> str:
-    """The canonical solver name for ``name`` (aliases like ``ddim`` -> ``euler``)."""
-    if not isinstance(name, str):
-        raise ValueError(f"solver must be a string, got {type(name).__name__}")
-    key = name.lower()
-    key = _ALIASES.get(key, key)
-    if key not in _MAX_ORDER:
-        raise ValueError(f"unknown solver {name!r}; known: {', '.join(SOLVERS)}")
-    return key
-
-
-def max_order(solver: str) -> int:
-    """Highest order the solver supports (euler 1, dpm++ 3, unipc 3, ipndm 4)."""
-    return _MAX_ORDER[canonical_solver(solver)]
-
-
 def variants(solver: str) -> tuple[str, ...]:
     """Accepted ``variant`` values of a solver; the first is the default."""
-    return _VARIANTS[canonical_solver(solver)]
+    return SOLVER_VARIANTS[canonical_solver(solver)]
 
 
 def check_order(solver: str, order: int) -> int:
