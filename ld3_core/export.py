@@ -26,6 +26,7 @@ from torch import Tensor
 from ld3_core.models.wrapper import DiffusionModel
 from ld3_core.schedules import DiscreteVP, FlowMatch, NoiseSchedule
 from ld3_core.solvers.validation import check_model_timesteps, check_timesteps
+from ld3_core.spec import SOLVERS
 
 EXPORT_FORMATS = ("native", "diffusers", "k-diffusion", "comfyui")
 
@@ -104,7 +105,7 @@ def _diffusers(t: Tensor, mt: Tensor | None, schedule: NoiseSchedule) -> dict[st
     ]
     schedulers: dict[str, Any] = {
         "LD3Scheduler": {"argument": "timesteps", "exact": True, "decoupled_times": True,
-                         "solvers": ["euler", "dpm++", "unipc", "ipndm"]},
+                         "solvers": list(SOLVERS)},
         "EulerDiscreteScheduler": {"argument": "sigmas", "exact": True, "solvers": ["euler"],
                                    "config": {"timestep_spacing": "leading"}},
         "UniPCMultistepScheduler": {"argument": None},

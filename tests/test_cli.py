@@ -47,7 +47,7 @@ def _closed_port() -> int:
         (["serve", "--port", "70000"], "TCP port"),
         (["demo", "--kinds", "ld3,magic"], "--kinds"),
         (["demo", "--model", "builtin:no-such-model"], "unknown built-in model"),
-        (["demo", "--solver", "euler", "--order", "3"], "orders 1..1"),
+        (["demo", "--solver", "euler", "--order", "3"], "order must be 1..1"),
         (["demo", "--report-nfes", "3,x"], "not an integer"),
     ],
 )
