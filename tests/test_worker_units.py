@@ -279,3 +279,28 @@ def test_teacher_data_is_cached_and_reused_by_the_next_job_on_the_model(
     third = _job(maker, kind="ld3", options={**tiny, "seed": 1}, nfe=3)  # other seed: new pairs
     assert run_job(third, registry_settings, maker) == "succeeded"
     assert len(list(cache.glob("*.pt"))) == 6
+
+
+def test_published_schedule_records_the_defaults_and_variants_it_ran_with(
+    registry_settings, maker
+):
+    from api.serialize import schedule_out
+    from ld3_core.spec import JobOptions
+    from worker.pipeline import run_job
+
+    given = {"n_train": 4, "n_val": 2, "epochs": 3, "lr": 0.004, "teacher_nfe": 4, "n_tune": 8,
+             "ld3_inits": 1, "refine_max_evals": 4, "n_score_samples": 16}
+    job_id = _job(maker, kind="ld3", options=given, nfe=3)
+    assert run_job(job_id, registry_settings, maker) == "succeeded"
+    with maker() as s:
+        row = get_schedule_for_job(s, job_id)
+        assert get_job(s, job_id).options == given  # stored as the client gave them
+        settings = schedule_out(row)["settings"]
+    defaults = JobOptions().model_dump(mode="json")
+    assert settings["options"] == {**defaults, **given}
+    assert settings["optimize"]["refine"] is True and settings["optimize"]["tr_p"] == 1.0
+    assert settings["optimize"]["refine_max_evals"] == 4
+    assert settings["trust_region"]["variant"] == "stepwise"
+    assert settings["teacher"]["nfe"] == 4 and settings["teacher"]["solver"] is not None
+    ld3 = settings["ld3"]["ld3"]
+    assert (ld3["epochs_phase1"], ld3["epochs_phase2"], ld3["lr_xi"]) == (1, 2, 0.004)
