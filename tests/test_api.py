@@ -18,12 +18,12 @@ from api_helpers import (
     assert_problem,
     count_rows,
     database_fixtures,
-    free_port,
     publish_fake_result,
     settings_for,
     vp_config,
 )
 from fastapi.testclient import TestClient
+from fixtures.processes import free_port
 
 from api.app import create_app
 from api.dispatch import UnavailableDispatcher, default_dispatcher
