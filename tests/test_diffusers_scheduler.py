@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 import torch
 
 pytest.importorskip("diffusers")
-httpx = pytest.importorskip("httpx")
 
 import real_models_helpers as H  # noqa: E402
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler  # noqa: E402
