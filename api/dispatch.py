@@ -57,12 +57,9 @@ class UnavailableDispatcher:
 
 def default_dispatcher(settings: Settings) -> Dispatcher:
     """``worker.dispatch.get_dispatcher(settings)``, or an :class:`UnavailableDispatcher` when
-    the worker package cannot be imported or fails to build one (logged)."""
-    try:
-        from worker.dispatch import get_dispatcher
-    except ImportError as exc:
-        log.warning("worker.dispatch not importable (%s); jobs cannot be dispatched", exc)
-        return UnavailableDispatcher(f"worker.dispatch not importable: {exc}")
+    it cannot build one (logged)."""
+    from worker.dispatch import get_dispatcher
+
     try:
         return get_dispatcher(settings)
     except Exception as exc:  # noqa: BLE001 - report any construction failure as unavailable

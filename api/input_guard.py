@@ -26,8 +26,6 @@ MAX_JSON_NODES = 20_000
 STRICT_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 SURROGATE = re.compile(r"[\ud800-\udfff]")
-NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
-"""JSON-schema ``pattern`` of a single-line string without control characters."""
 
 
 def _pointer(parts: list[str]) -> str:

@@ -9,7 +9,7 @@
 - the error statuses each operation can return are listed: 400 (malformed JSON / header),
   401 (when a token is configured: writes, or reads with ``LD3_READS_REQUIRE_TOKEN``),
   413 (body too large), 422 (validation, control characters), 503 (database or broker
-  unavailable) everywhere; 404 where a path names a resource; 409 / 501 where they occur;
+  unavailable) everywhere; 404 where a path names a resource; 409 where it occurs;
 - PNG report files are ``image/png``; a schedule in an export format is any JSON object.
 """
 
@@ -50,8 +50,8 @@ EXTRA_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("post", "/jobs/{job_id}/cancel"): (404, 409),
     ("post", "/models"): (409,),
     ("delete", "/models/{model_id}"): (404, 409),
-    ("get", "/schedules/{key}"): (404, 501),
-    ("get", "/schedules/id/{schedule_id}"): (404, 501),
+    ("get", "/schedules/{key}"): (404,),
+    ("get", "/schedules/id/{schedule_id}"): (404,),
 }
 PNG_PATHS = ("/jobs/{job_id}/report/grid.png", "/jobs/{job_id}/report/fd_vs_nfe.png")
 EXPORT_PATHS = ("/schedules/{key}", "/schedules/id/{schedule_id}")

@@ -27,17 +27,12 @@ from registry.schedules import nearest_schedule
 
 log = logging.getLogger("ld3.api")
 
-FALLBACK_FORMATS = ("native", "diffusers", "k-diffusion", "comfyui")
-
 
 def export_formats() -> tuple[str, ...]:
-    """Accepted ``?format=`` values (``ld3_core.export.EXPORT_FORMATS`` plus ``native``)."""
-    try:
-        from ld3_core.export import EXPORT_FORMATS
-    except ImportError:
-        return FALLBACK_FORMATS
-    names = tuple(EXPORT_FORMATS)
-    return names if "native" in names else ("native",) + names
+    """Accepted ``?format=`` values: ``ld3_core.export.EXPORT_FORMATS`` (``native`` first)."""
+    from ld3_core.export import EXPORT_FORMATS
+
+    return tuple(EXPORT_FORMATS)
 
 
 class NoiseScheduleResolver:
@@ -97,14 +92,9 @@ def interpolate(
         return None
     import torch
 
+    from ld3_core.interpolate import interpolate_schedule
+
     sched = resolver.schedule_for(session, model, source)
-    try:
-        from ld3_core.interpolate import interpolate_schedule
-    except ImportError as exc:
-        raise Problem(
-            501, f"no schedule for nfe {nfe}, and interpolation is not available: {exc}",
-            slug="interpolation-unavailable",
-        ) from exc
     known = {source.nfe: torch.tensor(source.timesteps, dtype=torch.float64)}
     try:
         ts = interpolate_schedule(known, nfe, sched)
@@ -146,12 +136,8 @@ def export(fmt: str, record: dict[str, Any], sched: Any) -> dict[str, Any]:
     ``interpolated`` flag (and ``source_nfe`` when interpolated)."""
     import torch
 
-    try:
-        from ld3_core.export import to_format
-    except ImportError as exc:
-        raise Problem(
-            501, f"export format {fmt!r} is not available: {exc}", slug="export-unavailable"
-        ) from exc
+    from ld3_core.export import to_format
+
     ts = torch.tensor(record["timesteps"], dtype=torch.float64)
     mts = record.get("model_timesteps")
     mts_t = None if mts is None else torch.tensor(mts, dtype=torch.float64)

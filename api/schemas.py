@@ -81,12 +81,6 @@ class ModelCreate(BaseModel):
     description: StrictStr | None = Field(None, max_length=2000, pattern=TEXT)
 
 
-class Links(BaseModel):
-    """Related URLs (absent when not available yet)."""
-
-    model_config = ConfigDict(extra="allow")
-
-
 class JobOut(BaseModel):
     """A job as returned by ``GET /jobs/{id}``."""
 

@@ -33,13 +33,10 @@ from registry.text import clean_text, has_unsafe_text, json_depth
 log = logging.getLogger(__name__)
 
 BUILTIN_PREFIX = "builtin:"
-BUILTIN_FALLBACK = ("builtin:gmm-digits", "builtin:gmm-digits-cond", "builtin:unet-digits")
 MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]*(/[A-Za-z0-9._:@+-]+)*$")
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 MAX_ID_LEN = 255
 MAX_JSON_DEPTH = 32
-
-_builtin_cache: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -77,19 +74,10 @@ class ModelInfo:
 
 
 def builtin_ids() -> list[str]:
-    """Built-in model ids, from ``ld3_core.models.builtin_ids()`` (falls back to the three
-    known names while that module is not importable)."""
-    global _builtin_cache
-    if _builtin_cache is not None:
-        return list(_builtin_cache)
-    try:
-        from ld3_core.models import builtin_ids as core_builtin_ids
+    """Built-in model ids (``builtin:<name>``), from ``ld3_core.models.builtin_ids()``."""
+    from ld3_core.models import builtin_ids as core_builtin_ids
 
-        ids = list(core_builtin_ids())
-    except ImportError:
-        return list(BUILTIN_FALLBACK)
-    _builtin_cache = ids
-    return list(ids)
+    return list(core_builtin_ids())
 
 
 def _builtin_info(model_id: str) -> ModelInfo:
@@ -137,10 +125,6 @@ def get_model(session: Session, model_id: str) -> ModelInfo | None:
     row = session.get(CatalogModel, model_id)
     return None if row is None else _info(row)
 
-
-def model_exists(session: Session, model_id: str) -> bool:
-    """True when ``model_id`` is a built-in or registered model."""
-    return get_model(session, model_id) is not None
 
 
 def list_models(session: Session) -> list[ModelInfo]:
@@ -257,10 +241,6 @@ def register_model(
         ) from exc
     return _info(row)
 
-
-def count_models(session: Session) -> int:
-    """Number of registered (stored) models."""
-    return int(session.scalar(select(func.count()).select_from(CatalogModel)) or 0)
 
 
 def delete_model(session: Session, model_id: str) -> None:

@@ -240,7 +240,7 @@ def claim_job(
     job whose heartbeat is newer than that many seconds is left to its live worker (None).
     Returns None when the job does not exist (e.g. deleted after a failed dispatch), is
     finished (succeeded/failed/cancelled), or had a cancel requested (it is then marked
-    ``cancelled``). Alias: :func:`mark_running`.
+    ``cancelled``).
     """
     now = utcnow()
     conds: list[Any] = [Job.state.in_(ACTIVE_STATES), Job.cancel_requested.is_(False)]
@@ -268,8 +268,6 @@ def claim_job(
         mark_cancelled(session, job_id)
     return None
 
-
-mark_running = claim_job
 
 
 def update_progress(
@@ -352,10 +350,6 @@ def stale_jobs(session: Session, older_than_s: float) -> list[Job]:
     )
 
 
-def ensure_job(session: Session, job_id: str) -> Job:
-    """The job ``job_id``; raises :class:`NotFound` when it does not exist."""
-    return _require(session, job_id)
-
 
 __all__ = [
     "JobStateError",
@@ -363,14 +357,12 @@ __all__ = [
     "count_jobs",
     "create_job",
     "delete_job",
-    "ensure_job",
     "get_job",
     "heartbeat",
     "is_cancel_requested",
     "list_jobs",
     "mark_cancelled",
     "mark_failed",
-    "mark_running",
     "request_cancel",
     "request_hash",
     "stale_jobs",

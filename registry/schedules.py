@@ -246,17 +246,6 @@ def nearest_schedule(
     return best[source]
 
 
-def has_schedules(session: Session, model_id: str, solver: str) -> bool:
-    """True when any schedule (any order/NFE) is published for model + solver."""
-    return (
-        session.scalar(
-            select(Schedule.id)
-            .where(Schedule.model_id == model_id, Schedule.solver == solver)
-            .limit(1)
-        )
-        is not None
-    )
-
 
 def list_schedules(
     session: Session,
@@ -287,8 +276,3 @@ def list_schedules(
         .offset(max(0, int(offset)))
     ).all()
     return list(rows), int(total)
-
-
-def count_schedules(session: Session) -> int:
-    """Number of schedule rows."""
-    return int(session.scalar(select(func.count()).select_from(Schedule)) or 0)

@@ -10,6 +10,9 @@ For a single Gaussian the probability-flow ODE is solved in closed form: the sta
 ``z = (x_t - alpha_t mu) / sqrt(alpha_t^2 s^2 + sigma_t^2)`` is constant along a trajectory
 (:meth:`GaussianMixture.exact_flow`). These helpers depend only on the core API (schedules,
 ``DiffusionModel``), not on the built-in models.
+
+:func:`mixture_model` and :func:`conditional_model` are the small, fast models of the LD3 and
+teacher tests.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import math
 import torch
 from torch import Tensor
 
+from ld3_core import schedules
 from ld3_core.models import DiffusionModel
 from ld3_core.schedules import DiscreteVP, NoiseSchedule
 
@@ -173,3 +177,37 @@ def prior_samples(model: DiffusionModel, n: int, seed: int = 0, dtype: torch.dty
     """n draws of x_T from the model's prior (std ``schedule.prior_std()``), seeded."""
     g = torch.Generator().manual_seed(seed)
     return model.sample_prior(n, generator=g, dtype=dtype)
+
+
+def mixture_model(dim: int = 16, schedule: str = "vp_linear", counter: list[int] | None = None,
+                  **kw) -> DiffusionModel:
+    """An eps-prediction model whose network is the exact posterior mean of a 3-component
+    mixture in ``dim`` dimensions (sample shape (dim,)); ``counter[0]`` counts network calls."""
+    model = make_model(small_mixture(dim), schedules.get(schedule), prediction="eps",
+                       counter=counter)
+    for key, value in kw.items():
+        setattr(model, key, value)
+    return model
+
+
+def conditional_model(dim: int = 8, classes: int = 3) -> DiffusionModel:
+    """A class-conditional mixture model: label k selects component k (cond key ``labels``)."""
+    base = small_mixture(dim)
+    sched = schedules.get("vp_linear")
+    comps = [GaussianMixture(torch.ones(1), base.means[k : k + 1], base.stds[k : k + 1])
+             for k in range(classes)]
+
+    def fn(x: Tensor, t: Tensor, labels: Tensor) -> Tensor:
+        if labels.shape != (x.shape[0],):
+            raise AssertionError(f"labels shape {tuple(labels.shape)} for batch {x.shape[0]}")
+        alpha, sigma = sched.alpha(t).to(x.dtype), sched.sigma(t).to(x.dtype)
+        x0 = torch.stack([comps[int(k)].posterior_mean(x[i : i + 1], alpha[i : i + 1],
+                                                       sigma[i : i + 1])[0]
+                          for i, k in enumerate(labels)])
+        return (x - alpha[:, None] * x0) / sigma[:, None]
+
+    def cond_sampler(n: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        return {"labels": torch.randint(0, classes, (n,), generator=generator)}
+
+    return DiffusionModel(fn, sched, prediction="eps", time_input=lambda t: t,
+                          sample_shape=(dim,), cond_sampler=cond_sampler, name="cond-mixture")

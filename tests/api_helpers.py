@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pg_helpers import temporary_pg_database
+from fixtures.registry import temporary_pg_database
 from sqlalchemy import text
 
 from ld3_core.spec import JobSpec
@@ -187,14 +187,6 @@ def publish_fake_result(
             extractor="digits", noise_schedule=cfg, artifacts=artifacts,
         )
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def assert_problem(response, status: int, slug: str | None = None) -> dict[str, Any]:

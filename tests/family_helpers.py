@@ -19,12 +19,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import real_models_helpers as H
 import torch
-
-try:
-    import real_models_helpers as H
-except ImportError:  # pragma: no cover
-    from tests import real_models_helpers as H
 
 PROMPTS = H.PROMPTS
 TEXT_LEN = 8
@@ -177,19 +173,3 @@ def build_dit(folder: Path) -> Path:
     pipe.save_pretrained(folder)
     return folder
 
-
-_FOLDERS: dict = {}
-
-
-def family_folders(tmp_path_factory) -> dict:
-    """The tiny family folders, built once per session. Tests must not modify them."""
-    if not _FOLDERS:
-        root = tmp_path_factory.mktemp("families")
-        _FOLDERS.update(
-            sd3=build_sd3(root / "sd3"),
-            flux=build_flux(root / "flux", guidance_embeds=True),
-            flux_cfg=build_flux(root / "flux_cfg", guidance_embeds=False),
-            sdxl=build_sdxl(root / "sdxl"),
-            dit=build_dit(root / "dit"),
-        )
-    return _FOLDERS

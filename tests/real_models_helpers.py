@@ -152,18 +152,3 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = torch.as_tensor(a).double(), torch.as_tensor(b).double()
     return float((a - b).abs().max() / b.abs().max())
 
-
-_FOLDERS: dict = {}
-
-
-def shared_folders(tmp_path_factory) -> dict:
-    """The three tiny model folders, built once per test session (pixel: epsilon; latent:
-    v_prediction; sd: epsilon). Tests must not modify them."""
-    if not _FOLDERS:
-        root = tmp_path_factory.mktemp("real_models")
-        _FOLDERS.update(
-            pixel=build_pixel(root / "pixel"),
-            latent=build_latent(root / "latent", prediction_type="v_prediction"),
-            sd=build_sd(root / "sd"),
-        )
-    return _FOLDERS

@@ -7,7 +7,6 @@ Every rejected request is checked to have written no row.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,12 @@ from api_helpers import (
     assert_problem,
     count_rows,
     database_fixtures,
-    free_port,
     publish_fake_result,
     settings_for,
     vp_config,
 )
 from fastapi.testclient import TestClient
+from fixtures.processes import free_port
 
 from api.app import create_app
 from api.dispatch import UnavailableDispatcher, default_dispatcher
@@ -275,10 +274,16 @@ def test_broker_down_gives_503_and_leaves_no_row(client, url, dispatcher):
 
 
 def test_no_dispatcher_available(url, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "worker.dispatch", None)  # import fails
+    import worker.dispatch
+
+    def broken(settings):
+        raise OSError("broker address not resolvable")
+
+    monkeypatch.setattr(worker.dispatch, "get_dispatcher", broken)
     settings = settings_for(url, tmp_path)
     fallback = default_dispatcher(settings)
     assert isinstance(fallback, UnavailableDispatcher) and fallback.ping() is False
+    assert "broker address not resolvable" in fallback.reason
     client = TestClient(create_app(settings), raise_server_exceptions=False)
     assert_problem(client.post("/jobs", json=JOB), 503, "broker-unavailable")
     assert assert_problem(client.get("/readyz"), 503)["checks"]["broker"] == "unreachable"

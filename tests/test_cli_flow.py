@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import wait_http
+from fixtures.processes import wait_http
 
 from ld3_cli.main import main
 

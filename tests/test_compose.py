@@ -15,7 +15,8 @@ from typing import Any
 
 import jsonschema
 import pytest
-from conftest import REPO, ServiceStack, compose_service, interpolate, load_compose
+from fixtures import REPO
+from fixtures.compose import ServiceStack, compose_service, interpolate, load_compose
 
 SCHEMA = Path(__file__).parent / "data" / "compose-spec.json"
 

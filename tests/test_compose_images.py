@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO, load_compose
+from fixtures import REPO
+from fixtures.compose import load_compose
 
 DOCKERFILES = {"api": REPO / "docker" / "Dockerfile.api",
                "worker": REPO / "docker" / "Dockerfile.worker"}

@@ -10,23 +10,20 @@ import torch
 
 pytest.importorskip("diffusers")
 
+import real_models_helpers as H  # noqa: E402
+
 from ld3_core import ld3, teacher, trust_region  # noqa: E402
 from ld3_core.diffusers_scheduler import LD3Scheduler  # noqa: E402
 from ld3_core.export import EXPORT_FORMATS, to_format  # noqa: E402
 from ld3_core.models import load  # noqa: E402
 from ld3_core.solvers import solve  # noqa: E402
 
-try:
-    import real_models_helpers as H
-except ImportError:  # pragma: no cover
-    from tests import real_models_helpers as H
-
 KINDS = ("pixel", "latent", "sd")
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    folders = H.shared_folders(tmp_path_factory)
+def models(diffusers_folders):
+    folders = diffusers_folders
     return {
         "pixel": load(str(folders["pixel"])),
         "latent": load(str(folders["latent"])),

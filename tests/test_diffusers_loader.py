@@ -15,32 +15,24 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
+import real_models_helpers as H  # noqa: E402
+
 from ld3_core.models import DiffusionModel, load  # noqa: E402
 from ld3_core.schedules import DiscreteVP  # noqa: E402
 
-try:
-    import real_models_helpers as H
-except ImportError:  # pragma: no cover - when tests/ is a package
-    from tests import real_models_helpers as H
 
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    return H.shared_folders(tmp_path_factory)
-
-
-def test_pixel_folder_schedule_prediction_and_time_input(folders):
+def test_pixel_folder_schedule_prediction_and_time_input(diffusers_folders):
     from diffusers import DDPMScheduler, UNet2DModel
 
-    model = load(str(folders["pixel"]))
+    model = load(str(diffusers_folders["pixel"]))
     assert isinstance(model, DiffusionModel)
     assert model.diffusers_info["kind"] == "pixel"
     assert isinstance(model.schedule, DiscreteVP) and model.prediction == "eps"
     assert model.sample_shape == (3, 8, 8) and not model.latent and model.decode is None
-    ref = DDPMScheduler.from_pretrained(folders["pixel"], subfolder="scheduler")
+    ref = DDPMScheduler.from_pretrained(diffusers_folders["pixel"], subfolder="scheduler")
     torch.testing.assert_close(model.schedule.alphas_cumprod, ref.alphas_cumprod.double())
     # the network is fed the fractional index N t - 1 (here t = 0.4567 -> 455.7)
-    unet = UNet2DModel.from_pretrained(folders["pixel"], subfolder="unet")
+    unet = UNet2DModel.from_pretrained(diffusers_folders["pixel"], subfolder="unet")
     x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expect = unet(x, torch.tensor([455.7, 455.7])).sample
@@ -48,12 +40,13 @@ def test_pixel_folder_schedule_prediction_and_time_input(folders):
     torch.testing.assert_close(got, expect, rtol=1e-5, atol=1e-6)
 
 
-def test_bare_unet_folder_needs_a_scheduler_config(folders, tmp_path):
+def test_bare_unet_folder_needs_a_scheduler_config(diffusers_folders, tmp_path):
     bare = tmp_path / "bare"
-    shutil.copytree(folders["pixel"] / "unet", bare)
+    shutil.copytree(diffusers_folders["pixel"] / "unet", bare)
     with pytest.raises(ValueError, match="scheduler"):
         load(str(bare))
-    cfg = json.loads((folders["pixel"] / "scheduler" / "scheduler_config.json").read_text())
+    cfg_path = diffusers_folders["pixel"] / "scheduler" / "scheduler_config.json"
+    cfg = json.loads(cfg_path.read_text())
     cfg["prediction_type"] = "sample"
     model = load(str(bare), scheduler=cfg)
     assert model.prediction == "x0" and model.diffusers_info["kind"] == "pixel"
@@ -61,12 +54,12 @@ def test_bare_unet_folder_needs_a_scheduler_config(folders, tmp_path):
     assert load(str(bare)).prediction == "x0"
 
 
-def test_latent_folder_decodes_with_the_vae(folders):
+def test_latent_folder_decodes_with_the_vae(diffusers_folders):
     from diffusers import AutoencoderKL
 
-    model = load(str(folders["latent"]))
+    model = load(str(diffusers_folders["latent"]))
     assert model.latent and model.prediction == "v" and model.sample_shape == (4, 8, 8)
-    vae = AutoencoderKL.from_pretrained(folders["latent"], subfolder="vae")
+    vae = AutoencoderKL.from_pretrained(diffusers_folders["latent"], subfolder="vae")
     z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         img = model.decode(z)
@@ -81,13 +74,13 @@ def test_latent_folder_decodes_with_the_vae(folders):
                                    rtol=1e-5, atol=1e-5)
 
 
-def test_sd_folder_prompts_uncond_and_batched_cfg(folders):
+def test_sd_folder_prompts_uncond_and_batched_cfg(diffusers_folders):
     from diffusers import StableDiffusionPipeline
 
-    model = load(str(folders["sd"]), prompts=H.PROMPTS)
+    model = load(str(diffusers_folders["sd"]), prompts=H.PROMPTS)
     assert model.diffusers_info["kind"] == "text-to-image" and model.latent
     assert model.guidance_scale == 7.5 and model.teacher_defaults["nfe"] == 10
-    pipe = StableDiffusionPipeline.from_pretrained(folders["sd"], safety_checker=None)
+    pipe = StableDiffusionPipeline.from_pretrained(diffusers_folders["sd"], safety_checker=None)
     with torch.no_grad():
         pos, neg = pipe.encode_prompt(H.PROMPTS, "cpu", 1, True, None)
     torch.testing.assert_close(model.prompt_encoder(H.PROMPTS), pos)
@@ -117,8 +110,8 @@ def test_sd_folder_prompts_uncond_and_batched_cfg(folders):
     torch.testing.assert_close(g, u + 7.5 * (c - u), rtol=1e-4, atol=1e-4)
 
 
-def test_sd_without_prompts_samples_unconditionally(folders):
-    model = load(str(folders["sd"]), guidance_scale=1.0)
+def test_sd_without_prompts_samples_unconditionally(diffusers_folders):
+    model = load(str(diffusers_folders["sd"]), guidance_scale=1.0)
     assert model.sample_cond(2) is None and model.teacher_defaults == {}
     x = torch.zeros(2, 4, 8, 8)
     with torch.no_grad():
@@ -135,9 +128,9 @@ def test_sd_without_prompts_samples_unconditionally(folders):
         ("sd", {"prompts": []}, "non-empty list"),
     ],
 )
-def test_bad_options_raise_value_error(folders, kind, options, match):
+def test_bad_options_raise_value_error(diffusers_folders, kind, options, match):
     with pytest.raises(ValueError, match=match):
-        load(str(folders[kind]), **options)
+        load(str(diffusers_folders[kind]), **options)
 
 
 def test_missing_folder_and_non_model_folder(tmp_path):
@@ -156,14 +149,14 @@ def test_hub_id_offline_gives_a_clear_error(tmp_path, monkeypatch):
         load("some-org/some-model-that-is-not-cached", cache_dir=str(tmp_path / "hub"))
 
 
-def test_hub_id_offline_is_served_from_the_local_cache(folders, tmp_path, monkeypatch):
+def test_hub_id_offline_is_served_from_the_local_cache(diffusers_folders, tmp_path, monkeypatch):
     """A hub id already in the Hugging Face cache loads without network (HF_HUB_OFFLINE=1)."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "hub" / "models--some-org--tiny-ddpm"
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text(commit)
-    shutil.copytree(folders["pixel"], repo / "snapshots" / commit)
+    shutil.copytree(diffusers_folders["pixel"], repo / "snapshots" / commit)
     model = load("some-org/tiny-ddpm", cache_dir=str(tmp_path / "hub"))
     assert model.name == "some-org/tiny-ddpm" and model.diffusers_info["kind"] == "pixel"
     assert model.diffusers_info["folder"].endswith(commit)

@@ -19,6 +19,7 @@ import torch
 
 pytest.importorskip("diffusers")
 
+import real_models_helpers as H  # noqa: E402
 from diffusers import (  # noqa: E402
     DDPMPipeline,
     DPMSolverMultistepScheduler,
@@ -31,18 +32,8 @@ from ld3_core.export import to_format  # noqa: E402
 from ld3_core.models import load  # noqa: E402
 from ld3_core.solvers import solve  # noqa: E402
 
-try:
-    import real_models_helpers as H
-except ImportError:  # pragma: no cover
-    from tests import real_models_helpers as H
-
 NFE = 6
 TOL = 5e-6  # measured 1e-7 .. 9e-7 on this CPU
-
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    return H.shared_folders(tmp_path_factory)
 
 
 def _noise(shape, seed=0):
@@ -59,9 +50,9 @@ def _ldm_pipeline(folder, scheduler):
 
 # -- pixel: DDPMPipeline ----------------------------------------------------------------------
 @pytest.mark.parametrize("order", [2, 3])
-def test_pixel_dpmsolver_with_exported_integer_timesteps(folders, order):
-    model = load(str(folders["pixel"]))
-    pipe = DDPMPipeline.from_pretrained(folders["pixel"])
+def test_pixel_dpmsolver_with_exported_integer_timesteps(diffusers_folders, order):
+    model = load(str(diffusers_folders["pixel"]))
+    pipe = DDPMPipeline.from_pretrained(diffusers_folders["pixel"])
     t, _ = H.learned_schedule(model.schedule, NFE)
     export = to_format("diffusers", t, model.schedule)
     cfg = export["schedulers"]["DPMSolverMultistepScheduler"]["config"]
@@ -92,9 +83,10 @@ def test_pixel_dpmsolver_with_exported_integer_timesteps(folders, order):
     [("unipc", 2, None), ("unipc", 3, "bh1"), ("dpm++", 3, None), ("ipndm", 4, "variable"),
      ("euler", 1, None)],
 )
-def test_pixel_ld3_scheduler_in_ddpm_pipeline_equals_solve(folders, solver, order, variant):
-    model = load(str(folders["pixel"]))
-    pipe = DDPMPipeline.from_pretrained(folders["pixel"])
+def test_pixel_ld3_scheduler_in_ddpm_pipeline_equals_solve(diffusers_folders, solver, order,
+                                                            variant):
+    model = load(str(diffusers_folders["pixel"]))
+    pipe = DDPMPipeline.from_pretrained(diffusers_folders["pixel"])
     t, mt = H.learned_schedule(model.schedule, NFE)
     pipe.scheduler = LD3Scheduler.from_learned(
         t, mt, solver=solver, order=order, variant=variant, base_config=pipe.scheduler.config)
@@ -110,14 +102,15 @@ def test_pixel_ld3_scheduler_in_ddpm_pipeline_equals_solve(folders, solver, orde
 
 
 # -- latent: LDMPipeline with an AutoencoderKL ------------------------------------------------
-def test_latent_euler_with_exported_sigmas(folders):
-    model = load(str(folders["latent"]))
+def test_latent_euler_with_exported_sigmas(diffusers_folders):
+    model = load(str(diffusers_folders["latent"]))
     t, _ = H.learned_schedule(model.schedule, NFE)
     export = to_format("diffusers", t, model.schedule)
-    base = DPMSolverMultistepScheduler.from_pretrained(folders["latent"], subfolder="scheduler")
+    base = DPMSolverMultistepScheduler.from_pretrained(diffusers_folders["latent"],
+                                                       subfolder="scheduler")
     sched = EulerDiscreteScheduler.from_config(base.config, timestep_spacing="leading")
     sched = with_fixed_schedule(sched, sigmas=export["sigmas"])
-    pipe = _ldm_pipeline(folders["latent"], sched)
+    pipe = _ldm_pipeline(diffusers_folders["latent"], sched)
     rec = H.capture_last_sample(pipe.scheduler)
     images = pipe(batch_size=2, generator=torch.Generator().manual_seed(0),
                   num_inference_steps=NFE, output_type="np").images
@@ -138,13 +131,14 @@ def test_latent_euler_with_exported_sigmas(folders):
     assert abs(images - img.permute(0, 2, 3, 1).numpy()).max() < 1e-5
 
 
-def test_latent_ld3_scheduler_in_ldm_pipeline(folders):
-    model = load(str(folders["latent"]))
+def test_latent_ld3_scheduler_in_ldm_pipeline(diffusers_folders):
+    model = load(str(diffusers_folders["latent"]))
     t, mt = H.learned_schedule(model.schedule, NFE)
-    base = DPMSolverMultistepScheduler.from_pretrained(folders["latent"], subfolder="scheduler")
+    base = DPMSolverMultistepScheduler.from_pretrained(diffusers_folders["latent"],
+                                                       subfolder="scheduler")
     sched = LD3Scheduler.from_learned(t, mt, solver="unipc", order=2, base_config=base.config)
     assert sched.config.prediction_type == "v_prediction"
-    pipe = _ldm_pipeline(folders["latent"], sched)
+    pipe = _ldm_pipeline(diffusers_folders["latent"], sched)
     rec = H.capture_last_sample(pipe.scheduler)
     images = pipe(batch_size=2, generator=torch.Generator().manual_seed(0),
                   num_inference_steps=NFE, output_type="np").images
@@ -160,9 +154,9 @@ PROMPTS2 = ["a red cat", "a tree"]
 
 
 @pytest.fixture(scope="module")
-def sd(folders):
-    model = load(str(folders["sd"]), prompts=H.PROMPTS, guidance_scale=7.5)
-    pipe = StableDiffusionPipeline.from_pretrained(folders["sd"], safety_checker=None)
+def sd(diffusers_folders):
+    model = load(str(diffusers_folders["sd"]), prompts=H.PROMPTS, guidance_scale=7.5)
+    pipe = StableDiffusionPipeline.from_pretrained(diffusers_folders["sd"], safety_checker=None)
     pipe.set_progress_bar_config(disable=True)
     cond = {"encoder_hidden_states": model.prompt_encoder(PROMPTS2)}
     return model, pipe, cond

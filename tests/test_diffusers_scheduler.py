@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 import torch
 
 pytest.importorskip("diffusers")
-httpx = pytest.importorskip("httpx")
 
+import real_models_helpers as H  # noqa: E402
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler  # noqa: E402
 
 from ld3_core.diffusers_scheduler import LD3Scheduler, with_fixed_schedule  # noqa: E402
@@ -18,11 +19,6 @@ from ld3_core.heuristics import discretize  # noqa: E402
 from ld3_core.models import DiffusionModel  # noqa: E402
 from ld3_core.models.diffusers_loader import schedule_from_scheduler_config  # noqa: E402
 from ld3_core.solvers import solve  # noqa: E402
-
-try:
-    import real_models_helpers as H
-except ImportError:  # pragma: no cover
-    from tests import real_models_helpers as H
 
 BASE = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                      prediction_type="v_prediction").config

@@ -17,30 +17,22 @@ import torch
 
 pytest.importorskip("diffusers")
 
+import real_models_helpers as H  # noqa: E402
+
 from ld3_core.heuristics import discretize  # noqa: E402
 from ld3_core.models import load  # noqa: E402
 from ld3_core.solvers import solve  # noqa: E402
-
-try:
-    import real_models_helpers as H
-except ImportError:  # pragma: no cover
-    from tests import real_models_helpers as H
 
 NET_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 STATE_DTYPES = [torch.float32, torch.float64]
 TOL = {"float32": 1e-5, "float16": 2e-2, "bfloat16": 1e-1}
 
 
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    return H.shared_folders(tmp_path_factory)
-
-
-def _load(folders, kind: str, dtype: str | None):
+def _load(diffusers_folders, kind: str, dtype: str | None):
     opts = {"prompts": H.PROMPTS, "guidance_scale": 3.0} if kind == "sd" else {}
     if dtype is not None:
         opts["dtype"] = dtype
-    return load(str(folders[kind]), **opts)
+    return load(str(diffusers_folders[kind]), **opts)
 
 
 def _spy(model) -> list:
@@ -66,15 +58,16 @@ def _run(model, state_dtype: torch.dtype):
 
 
 @pytest.fixture(scope="module")
-def references(folders):
-    return {kind: _run(_load(folders, kind, None), torch.float64) for kind in ("pixel", "sd")}
+def references(diffusers_folders):
+    return {kind: _run(_load(diffusers_folders, kind, None), torch.float64)
+            for kind in ("pixel", "sd")}
 
 
 @pytest.mark.parametrize("kind", ["pixel", "sd"])
 @pytest.mark.parametrize("state_dtype", STATE_DTYPES, ids=str)
 @pytest.mark.parametrize("net", list(NET_DTYPES))
-def test_network_and_state_dtypes(folders, references, kind, net, state_dtype) -> None:
-    model = _load(folders, kind, None if net == "float32" else net)
+def test_network_and_state_dtypes(diffusers_folders, references, kind, net, state_dtype) -> None:
+    model = _load(diffusers_folders, kind, None if net == "float32" else net)
     assert model.network_dtype == NET_DTYPES[net]
     seen = _spy(model)
     out = _run(model, state_dtype)
@@ -85,10 +78,10 @@ def test_network_and_state_dtypes(folders, references, kind, net, state_dtype) -
     assert H.rel_err(out, references[kind]) < TOL[net]
 
 
-def test_float64_state_keeps_float64_solver_arithmetic(folders) -> None:
+def test_float64_state_keeps_float64_solver_arithmetic(diffusers_folders) -> None:
     """The fp32 network's output comes back as float64: the float64 and float32 states differ
     only by the network's fp32 round-off, and the float64 path is not rounded to fp32."""
-    model = _load(folders, "pixel", None)
+    model = _load(diffusers_folders, "pixel", None)
     a = _run(model, torch.float64)
     b = _run(model, torch.float32)
     assert a.dtype == torch.float64 and H.rel_err(b, a) < 1e-5

@@ -21,6 +21,9 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
+import family_helpers as F  # noqa: E402
+import real_models_helpers as H  # noqa: E402
+
 from ld3_core.diffusers_scheduler import LD3Scheduler  # noqa: E402
 from ld3_core.export import to_format  # noqa: E402
 from ld3_core.heuristics import discretize  # noqa: E402
@@ -28,13 +31,6 @@ from ld3_core.models import load  # noqa: E402
 from ld3_core.models.families import pack_latents, unpack_latents  # noqa: E402
 from ld3_core.schedules import DiscreteVP, FlowMatch  # noqa: E402
 from ld3_core.solvers import solve  # noqa: E402
-
-try:
-    import family_helpers as F
-    import real_models_helpers as H
-except ImportError:  # pragma: no cover
-    from tests import family_helpers as F
-    from tests import real_models_helpers as H
 
 NFE = 5
 TOL = 1e-4
@@ -50,17 +46,12 @@ OPTIONS = {
 
 
 @pytest.fixture(scope="module")
-def fam(tmp_path_factory):
-    return F.family_folders(tmp_path_factory)
+def models(family_folders):
+    return {k: load(str(family_folders[k]), **OPTIONS[k]) for k in OPTIONS}
 
 
-@pytest.fixture(scope="module")
-def models(fam):
-    return {k: load(str(fam[k]), **OPTIONS[k]) for k in OPTIONS}
-
-
-def _pipe(fam, kind: str):
-    pipe = diffusers.DiffusionPipeline.from_pretrained(fam[kind])
+def _pipe(family_folders, kind: str):
+    pipe = diffusers.DiffusionPipeline.from_pretrained(family_folders[kind])
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -110,11 +101,11 @@ def test_unsupported_folder_names_the_supported_families(tmp_path) -> None:
     assert "StableDiffusion3Pipeline" in str(err.value) and "DiTPipeline" in str(err.value)
 
 
-def test_dit_rejects_prompts_and_bad_labels(fam) -> None:
+def test_dit_rejects_prompts_and_bad_labels(family_folders) -> None:
     with pytest.raises(ValueError, match="class"):
-        load(str(fam["dit"]), prompts=["a cat"])
+        load(str(family_folders["dit"]), prompts=["a cat"])
     with pytest.raises(ValueError, match="class_labels"):
-        load(str(fam["dit"]), class_labels=[1000])
+        load(str(family_folders["dit"]), class_labels=[1000])
 
 
 # ------------------------------------------------------------------------------- round trip
@@ -156,9 +147,9 @@ def _run_text_pipeline(pipe, kind: str, x_T: torch.Tensor, **kw):
 
 
 @pytest.mark.parametrize("kind", ["sd3", "flux", "flux_cfg", "sdxl"])
-def test_ld3_scheduler_in_the_pipeline_equals_solve(fam, models, kind) -> None:
+def test_ld3_scheduler_in_the_pipeline_equals_solve(family_folders, models, kind) -> None:
     model = models[kind]
-    pipe = _pipe(fam, kind)
+    pipe = _pipe(family_folders, kind)
     t, mt = _learned(model)
     pipe.scheduler = _ld3_scheduler(pipe, model, t, mt)
     x_T = _noise((2, *model.sample_shape), seed=1)
@@ -171,9 +162,9 @@ def test_ld3_scheduler_in_the_pipeline_equals_solve(fam, models, kind) -> None:
     assert H.rel_err(coupled, ours) > 10 * TOL  # the decoupled times really were used
 
 
-def test_ld3_scheduler_in_the_dit_pipeline_equals_solve(fam, models) -> None:
+def test_ld3_scheduler_in_the_dit_pipeline_equals_solve(family_folders, models) -> None:
     model = models["dit"]
-    pipe = _pipe(fam, "dit")
+    pipe = _pipe(family_folders, "dit")
     t, mt = _learned(model)
     pipe.scheduler = _ld3_scheduler(pipe, model, t, mt, solver="dpm++", order=2)
     rec = H.capture_last_sample(pipe.scheduler)
@@ -189,9 +180,9 @@ def test_ld3_scheduler_in_the_dit_pipeline_equals_solve(fam, models) -> None:
 
 
 @pytest.mark.parametrize("kind", ["sd3", "flux"])
-def test_flow_match_euler_pipeline_with_exported_sigmas(fam, models, kind) -> None:
+def test_flow_match_euler_pipeline_with_exported_sigmas(family_folders, models, kind) -> None:
     model = models[kind]
-    pipe = _pipe(fam, kind)
+    pipe = _pipe(family_folders, kind)
     t, _ = _learned(model)
     export = to_format("diffusers", t, model.schedule)
     assert export["schedulers"]["FlowMatchEulerDiscreteScheduler"]["argument"] == "sigmas"
@@ -205,9 +196,9 @@ def test_flow_match_euler_pipeline_with_exported_sigmas(fam, models, kind) -> No
     assert H.rel_err(got, ours) < TOL
 
 
-def test_sdxl_euler_pipeline_with_exported_sigmas(fam, models) -> None:
+def test_sdxl_euler_pipeline_with_exported_sigmas(family_folders, models) -> None:
     model = models["sdxl"]
-    pipe = _pipe(fam, "sdxl")
+    pipe = _pipe(family_folders, "sdxl")
     pipe.scheduler = diffusers.EulerDiscreteScheduler.from_config(pipe.scheduler.config,
                                                                   timestep_spacing="leading")
     t, _ = _learned(model)
@@ -224,9 +215,9 @@ def test_sdxl_euler_pipeline_with_exported_sigmas(fam, models) -> None:
 
 @pytest.mark.parametrize("kind", ["sd3", "flux", "sdxl", "dit"])
 @pytest.mark.parametrize("net", ["float16", "bfloat16"])
-def test_half_precision_networks_with_a_float64_state(fam, models, kind, net) -> None:
+def test_half_precision_networks_with_a_float64_state(family_folders, models, kind, net) -> None:
     """The transformer / UNet runs in its own dtype, the solver state stays float64."""
-    half = load(str(fam[kind]), dtype=net, **OPTIONS[kind])
+    half = load(str(family_folders[kind]), dtype=net, **OPTIONS[kind])
     assert half.network_dtype == getattr(torch, net)
     x_T = _noise((2, *half.sample_shape), seed=5).double()
     cond = half.sample_cond(2, torch.Generator().manual_seed(6))
@@ -239,7 +230,9 @@ def test_half_precision_networks_with_a_float64_state(fam, models, kind, net) ->
     assert H.rel_err(out, ref) < (0.02 if net == "float16" else 0.1)
 
 
-def test_hub_id_of_a_pipeline_fetches_components_only(fam, tmp_path, monkeypatch) -> None:
+def test_hub_id_of_a_pipeline_fetches_components_only(
+    family_folders, tmp_path, monkeypatch
+) -> None:
     """A pipeline repo on the hub: only model_index.json and the component sub-folders are
     requested (not the multi-GB single-file checkpoints such repos keep at the top level),
     and the family loader runs on the snapshot."""
@@ -249,7 +242,7 @@ def test_hub_id_of_a_pipeline_fetches_components_only(fam, tmp_path, monkeypatch
 
     calls: list = []
     snapshot = tmp_path / "snap"
-    shutil.copytree(fam["sd3"], snapshot)
+    shutil.copytree(family_folders["sd3"], snapshot)
 
     def fake_snapshot_download(repo_id, allow_patterns=None, **kw):
         calls.append(list(allow_patterns or []))

@@ -17,12 +17,9 @@ import torch
 
 pytest.importorskip("diffusers")
 
-from ld3_core.models import load  # noqa: E402
+import family_helpers as F  # noqa: E402
 
-try:
-    import family_helpers as F
-except ImportError:  # pragma: no cover
-    from tests import family_helpers as F
+from ld3_core.models import load  # noqa: E402
 
 NFE = 3
 SCORING = {"n_score_samples": 8, "score_batch_size": 4, "extractor": "pixels", "seed": 1}
@@ -33,11 +30,6 @@ REGISTER = {
     "sdxl": ("text2img", {}),
     "dit": ("latent", {"class_labels": [1, 2]}),
 }
-
-
-@pytest.fixture(scope="module")
-def fam(tmp_path_factory):
-    return F.family_folders(tmp_path_factory)
 
 
 def _wait(client: Any, job_id: str, timeout: float = 300.0) -> dict[str, Any]:
@@ -51,7 +43,8 @@ def _wait(client: Any, job_id: str, timeout: float = 300.0) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("kind", list(REGISTER))
-def test_ld3_and_trust_region_jobs_through_the_service(fam, make_settings, tmp_path, kind):
+def test_ld3_and_trust_region_jobs_through_the_service(family_folders, make_settings, tmp_path,
+                                                       kind):
     from fastapi.testclient import TestClient
 
     from api.app import create_app
@@ -61,10 +54,10 @@ def test_ld3_and_trust_region_jobs_through_the_service(fam, make_settings, tmp_p
     model_id = f"tiny-{kind.replace('_', '-')}"
     prompts = None if kind == "dit" else F.PROMPTS[:2]
     settings = make_settings(database_url=f"sqlite:///{tmp_path / 'fam.db'}",
-                             model_roots=str(fam[kind].parent))
+                             model_roots=str(family_folders[kind].parent))
     try:
         with TestClient(create_app(settings)) as client:
-            resp = client.post("/models", json={"id": model_id, "source": str(fam[kind]),
+            resp = client.post("/models", json={"id": model_id, "source": str(family_folders[kind]),
                                                 "kind": model_kind, "options": options})
             assert resp.status_code == 201, resp.text
             ld3_opts = {**SCORING, "n_train": 2, "n_val": 2, "epochs": 1, "batch_size": 2,
@@ -101,6 +94,6 @@ def test_ld3_and_trust_region_jobs_through_the_service(fam, make_settings, tmp_p
     finally:
         reset_dispatchers()
     # the published schedules live in the model's own time range (flow: t in (0, 1))
-    model = load(str(fam[kind]), **options)
+    model = load(str(family_folders[kind]), **options)
     assert float(t[0]) == pytest.approx(model.schedule.t_max, rel=1e-6)
     assert float(t[-1]) == pytest.approx(model.schedule.t_min, rel=1e-6)

@@ -23,16 +23,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from analytic import GaussianMixture, make_model, single_gaussian
 
 from ld3_core.heuristics import HEURISTICS, discretize
 from ld3_core.models import DiffusionModel
 from ld3_core.schedules import FlowMatch, from_config, get
 from ld3_core.solvers import solve
-
-try:
-    from tests.analytic import GaussianMixture, make_model, single_gaussian
-except ImportError:  # tests/ itself on sys.path
-    from analytic import GaussianMixture, make_model, single_gaussian
 
 diffusers = pytest.importorskip("diffusers")
 

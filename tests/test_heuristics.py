@@ -1,4 +1,5 @@
-"""Heuristic discretizations equal their formulas (design/numerics.md), computed here in numpy."""
+"""Heuristic discretizations equal their formulas (``ld3_core.heuristics``; the baselines of the
+LD3 paper, App. B.2), computed here in numpy."""
 
 from __future__ import annotations
 

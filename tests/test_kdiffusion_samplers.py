@@ -18,14 +18,11 @@ pytest.importorskip("diffusers")
 k_sampling = pytest.importorskip("k_diffusion.sampling")
 k_external = pytest.importorskip("k_diffusion.external")
 
+import real_models_helpers as H  # noqa: E402
+
 from ld3_core.export import kdiffusion_denoiser, parse_comfyui_sigmas, to_format  # noqa: E402
 from ld3_core.models import load  # noqa: E402
 from ld3_core.solvers import solve  # noqa: E402
-
-try:
-    import real_models_helpers as H
-except ImportError:  # pragma: no cover
-    from tests import real_models_helpers as H
 
 NFE = 6
 PAIRS = [
@@ -37,8 +34,8 @@ PAIRS = [
 
 
 @pytest.fixture(scope="module")
-def pixel(tmp_path_factory):
-    folder = H.shared_folders(tmp_path_factory)["pixel"]
+def pixel(diffusers_folders):
+    folder = diffusers_folders["pixel"]
     return folder, load(str(folder), dtype="float64"), load(str(folder))
 
 

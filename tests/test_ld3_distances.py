@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
-from ld3_helpers import mixture_model
+from analytic import mixture_model
 
 from ld3_core.ld3 import MissingWeightsError, get_distance, learn
 from ld3_core.ld3.distances import ENV_BACKBONE, l2_distance

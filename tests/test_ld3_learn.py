@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ld3_helpers import conditional_model, mixture_model
+from analytic import conditional_model, mixture_model
 
 from ld3_core.heuristics import HEURISTICS, discretize
 from ld3_core.ld3 import Cancelled, LearnedSchedule, learn

@@ -329,10 +329,3 @@ def test_catalog_builtins_and_registration(session, url, tmp_path: Path):
     assert err.value.conflict
     assert count_rows(url)["models"] == 2
 
-
-def test_builtin_ids_fall_back_when_core_module_missing(monkeypatch):
-    import sys
-
-    monkeypatch.setattr(catalog, "_builtin_cache", None)
-    monkeypatch.setitem(sys.modules, "ld3_core.models.builtin", None)
-    assert catalog.builtin_ids() == list(catalog.BUILTIN_FALLBACK)

@@ -37,15 +37,11 @@ import math
 
 import pytest
 import torch
+from analytic import GaussianMixture, make_model
 
 from ld3_core.heuristics import discretize
 from ld3_core.schedules import DiscreteVP
 from ld3_core.solvers import solve
-
-try:
-    from tests.analytic import GaussianMixture, make_model
-except ImportError:  # tests/ itself on sys.path (pytest rootdir-less import)
-    from analytic import GaussianMixture, make_model
 
 diffusers = pytest.importorskip("diffusers")
 

@@ -32,16 +32,12 @@ from functools import cache
 import numpy as np
 import pytest
 import torch
+from analytic import make_model, prior_samples, single_gaussian, small_mixture
 
 from ld3_core.heuristics import discretize
 from ld3_core.reference import exact_solution
 from ld3_core.schedules import EDM, FlowMatch, NoiseSchedule, VPLinear
 from ld3_core.solvers import make_stepper, solve, step_orders
-
-try:
-    from tests.analytic import make_model, prior_samples, single_gaussian, small_mixture
-except ImportError:  # tests/ itself on sys.path
-    from analytic import make_model, prior_samples, single_gaussian, small_mixture
 
 F64 = torch.float64
 SCHEDULES: dict[str, NoiseSchedule] = {

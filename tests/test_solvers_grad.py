@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from analytic import make_model, small_mixture
 
 from ld3_core.heuristics import discretize
 from ld3_core.schedules import EDM, VPLinear
 from ld3_core.solvers import solve
-
-try:
-    from tests.analytic import make_model, small_mixture
-except ImportError:  # tests/ itself on sys.path
-    from analytic import make_model, small_mixture
 
 F64 = torch.float64
 FAMILIES = [

@@ -6,15 +6,11 @@ import math
 
 import pytest
 import torch
+from analytic import GaussianMixture, make_model, small_mixture
 
 from ld3_core.heuristics import discretize
 from ld3_core.schedules import VPLinear
 from ld3_core.solvers import SOLVERS, max_order, solve, step_orders
-
-try:
-    from tests.analytic import GaussianMixture, make_model, small_mixture
-except ImportError:  # tests/ itself on sys.path
-    from analytic import GaussianMixture, make_model, small_mixture
 
 F64 = torch.float64
 SCHED = VPLinear()

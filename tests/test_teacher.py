@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from ld3_helpers import conditional_model, mixture_model
+from analytic import conditional_model, mixture_model
 
 from ld3_core.heuristics import HEURISTICS, discretize
 from ld3_core.solvers import solve

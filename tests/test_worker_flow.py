@@ -1,5 +1,5 @@
 """Full flow with REAL processes: the compose commands (``ld3 migrate``, ``ld3 serve``,
-``ld3 worker``) against PostgreSQL and Redis (see ``service_stack`` in conftest.py).
+``ld3 worker``) against PostgreSQL and Redis (see ``service_stack`` in tests/fixtures/compose.py).
 
 - submit -> progress on the job row -> published -> GET the schedule in every format;
 - cancel a running LD3 job -> cancelled, nothing published;

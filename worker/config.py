@@ -33,7 +33,6 @@ class WorkerSettings(BaseSettings):
         lease_seconds: time-to-live of a job's lease in Redis; renewed every
             ``lease_seconds / 3`` while the job runs, so it expires this long after a worker died.
         progress_interval: minimum seconds between two progress writes to the job row.
-        cancel_poll_interval: minimum seconds between two cancel checks on the job row.
         concurrency: jobs per worker process (1: one job per GPU).
         max_attempts: a job claimed more often than this (its workers keep dying on it, e.g.
             out of memory) is marked failed instead of being run again.
@@ -50,7 +49,6 @@ class WorkerSettings(BaseSettings):
     stale_after_s: float | None = Field(default=None, gt=0)
     reap_interval: float | None = Field(default=None, gt=0)
     progress_interval: float = Field(default=1.0, ge=0)
-    cancel_poll_interval: float = Field(default=1.0, ge=0)
     concurrency: int = Field(default=1, ge=1)
     max_attempts: int = Field(default=3, ge=1)
     key_prefix: str = "ld3"

@@ -134,7 +134,6 @@ class EmbeddedDispatcher:
         self._pending: set[str] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._busy = threading.Event()
         self.current: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------

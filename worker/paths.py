@@ -1,4 +1,4 @@
-"""Where a job keeps its files under the artifacts folder, and small JSON checkpoint helpers.
+"""Where a job keeps its files under the artifacts folder.
 
 Layout (relative to ``Settings.artifacts_dir``; the relative path is what the registry stores,
 so API and worker containers may mount the folder at different places)::
@@ -19,8 +19,6 @@ import os
 import time
 from pathlib import Path
 from typing import Any
-
-from ld3_core.atomic_io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +72,3 @@ def cache_key(**parts: Any) -> str:
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
-
-def write_json(path: str | os.PathLike, data: Any) -> None:
-    """Write ``data`` as JSON atomically (temporary file + rename)."""
-    atomic_write_text(
-        json.dumps(data, indent=2, sort_keys=True, default=str), Path(path), fsync=True
-    )
-
-
-def read_json(path: str | os.PathLike) -> Any | None:
-    """The JSON content of ``path``, or None when it does not exist or is unreadable."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return None

@@ -34,6 +34,7 @@ import torch
 from ld3_core.spec import JobOptions, JobSpec
 from registry import jobs as job_repo
 from registry.errors import is_db_unavailable
+from registry.orm import ARTIFACT_TEACHER
 from registry.settings import Settings, get_settings
 from worker import outcome
 from worker.config import WorkerSettings, get_worker_settings
@@ -250,7 +251,7 @@ class _JobRun:
         data = teacher_mod.generate(self.model, n, cfg, seed=seed, path=path)
         with self.session_factory() as session:
             artifact_repo.add_artifact(
-                session, None, "teacher", self.paths.rel(path), key=full_key,
+                session, None, ARTIFACT_TEACHER, self.paths.rel(path), key=full_key,
                 meta={"model": self.job.model_id, "n": n, "seed": seed, "split": split,
                       "teacher": cfg.to_dict()},
             )

@@ -21,22 +21,9 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from ld3_core.ld3 import Cancelled
+
 log = logging.getLogger(__name__)
-
-
-def _cancelled_type() -> type[Exception]:
-    try:
-        from ld3_core.ld3 import Cancelled as LD3Cancelled
-    except ImportError:  # pragma: no cover - ld3_core.ld3 not importable
-        return _FallbackCancelled
-    return LD3Cancelled
-
-
-class _FallbackCancelled(Exception):
-    """Stand-in for ``ld3_core.ld3.Cancelled`` when that module is unavailable."""
-
-
-Cancelled: type[Exception] = _cancelled_type()
 
 SessionFactory = Callable[[], Any]
 

@@ -145,10 +145,8 @@ def _init_times(
             name = min(heuristic_losses, key=lambda k: _nan_last(heuristic_losses[k]))
             return name, discretize(name, nfe, sched)
         if init == "trust_region":
-            try:
-                from ld3_core.trust_region import optimize, paper_init
-            except ImportError as exc:  # pragma: no cover - module ships with ld3_core
-                raise ValueError(f"init='trust_region' is unavailable: {exc}") from exc
+            from ld3_core.trust_region import optimize, paper_init
+
             latent = bool(model.latent)
             t = optimize(sched, nfe, solver=solver, order=order, p=trust_region_p(latent),
                          init=paper_init(latent))

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from ld3_core.models.wrapper import DiffusionModel
+from ld3_core.optional import require
 from ld3_core.schedules import DiscreteVP
 
 PREDICTION_TYPES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v",
@@ -84,7 +85,7 @@ def schedule_from_scheduler_config(config: dict[str, Any]) -> DiscreteVP:
     what that scheduler uses; a zero-SNR last entry (alphas_cumprod = 0) is replaced by
     2**-24 as diffusers does. Raises ValueError for configs that are not discrete VP.
     """
-    import diffusers
+    diffusers = require("diffusers", "a diffusers scheduler config")
 
     cfg = {k: v for k, v in dict(config).items()}
     if cfg.get("use_flow_sigmas") or cfg.get("prediction_type") == "flow_prediction" or str(
@@ -131,7 +132,8 @@ def resolve_folder(
     files and ``.safetensors`` weights, ``.bin`` where a component has no safetensors; no
     safety checker) into ``cache_dir`` (default: the Hugging Face cache). Offline
     (``HF_HUB_OFFLINE=1`` or ``local_files_only=True``) only that cache is used. Raises
-    ValueError with the reason when neither works.
+    ValueError with the reason when neither works, ModuleNotFoundError (naming what to
+    install) for a hub id without huggingface_hub.
     """
     if not isinstance(path_or_hub_id, str) or not path_or_hub_id.strip():
         raise ValueError("model id must be a non-empty string")
@@ -145,10 +147,7 @@ def resolve_folder(
         raise ValueError(f"model folder {path_or_hub_id!r} does not exist")
     offline = bool(local_files_only) or os.environ.get("HF_HUB_OFFLINE", "").lower() in (
         "1", "true", "yes", "on")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as exc:  # pragma: no cover - huggingface_hub comes with diffusers
-        raise ValueError("loading a hub id needs the huggingface_hub package") from exc
+    snapshot_download = require("huggingface_hub", "loading a hub id").snapshot_download
     try:
         # pipeline repos (model_index.json) often also ship single-file checkpoints of many GB
         # at the top level (sd3_medium.safetensors, flux1-dev.safetensors, ...): only the
@@ -268,7 +267,7 @@ def inspect_folder(folder: Path, scheduler: Any = None) -> dict[str, Any]:
 
 # -- component loading ------------------------------------------------------------------------
 def _load_diffusers_module(folder: Path, dtype: torch.dtype | None, device: Any) -> Any:
-    import diffusers
+    diffusers = require("diffusers", "loading a diffusers model")
 
     name = _class_name(folder)
     cls = getattr(diffusers, str(name), None)
@@ -361,7 +360,7 @@ class PromptEncoder:
 
 
 def _load_text_stack(info: dict[str, Any], dtype: torch.dtype | None, device: Any):
-    import transformers
+    transformers = require("transformers", "a text-to-image model's text encoder")
 
     te_cfg = _read_json(info["text_encoder"] / "config.json")
     arch = (te_cfg.get("architectures") or ["CLIPTextModel"])[0]
@@ -435,6 +434,8 @@ def load_diffusers(path_or_hub_id: str, **options: Any) -> DiffusionModel:
     Raises:
         ValueError: unknown options, a missing/unsupported folder, an unreachable hub id, bad
             prompts, or guidance on a model without an unconditional input.
+        ModuleNotFoundError: diffusers (or transformers for a text encoder) is not installed;
+            the message says what to install.
     """
     from ld3_core.models.families import detect_family, load_family
 

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from ld3_core.models.wrapper import DiffusionModel
+from ld3_core.optional import require
 from ld3_core.schedules import FlowMatch
 
 FAMILIES = {
@@ -50,9 +51,6 @@ _DENOISERS = {
     "DiTTransformer2DModel": "dit",
     "Transformer2DModel": "dit",
 }
-SUPPORTED = ("diffusers folders of DDPMPipeline / LDMPipeline / StableDiffusionPipeline "
-             "(UNet2DModel, UNet2DConditionModel), StableDiffusionXLPipeline, "
-             "StableDiffusion3Pipeline, FluxPipeline and DiTPipeline")
 DEFAULT_GUIDANCE = {"sd3": 7.0, "flux": 3.5, "flux_cfg": 1.0, "sdxl": 5.0, "dit": 4.0}
 # LD3 paper teacher settings for guided models (App. B.1.3), as for Stable Diffusion.
 GUIDED_TEACHER_DEFAULTS = {"solver": "unipc", "order": 2, "nfe": 10}
@@ -232,7 +230,7 @@ def load_family(family: str, folder: Path, options: dict[str, Any], *, name: str
     of the latents, ``decode`` through the VAE, ``latent=True``, ``diffusers_info`` and
     ``prompt_encoder`` (text families: prompts -> cond dict, else None).
     """
-    import diffusers
+    diffusers = require("diffusers", f"loading a {family} model")
 
     from ld3_core.models.diffusers_loader import (
         _check_prompts,

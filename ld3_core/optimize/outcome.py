@@ -8,8 +8,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-SOURCES = ("ld3", "trust_region")
-
 
 @dataclass
 class Outcome:

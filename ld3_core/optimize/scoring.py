@@ -14,7 +14,6 @@ bootstrap resamples the candidate's features only.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,10 +32,6 @@ CACHE_MAX_DIM = 512  # cache the teacher's per-resample statistics up to this fe
 def _psd_root(s: np.ndarray) -> np.ndarray:
     w, v = np.linalg.eigh((s + s.T) / 2.0)
     return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-
-
-def _stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return features.mean(axis=0), np.atleast_2d(np.cov(features, rowvar=False))
 
 
 class FeatureRef:
@@ -271,5 +266,3 @@ def fd_of(extractor: FeatureExtractor, pixels: Tensor, ref: FeatureRef) -> float
     """FD of ``pixels`` (n, C, H, W) to the reference ``ref``."""
     return ref.fd(_features(extractor, pixels))
 
-
-SampleFn = Callable[[Tensor, Tensor | None], Tensor]
