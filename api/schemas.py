@@ -94,6 +94,9 @@ class JobOut(BaseModel):
     state: JobState
     stage: str | None
     progress: float = Field(description="Overall fraction done, 0..1.")
+    stage_progress: float | None = Field(
+        None, description="Fraction of the current stage done, 0..1 (null outside the "
+        "weighted stages optimize, report, publish).")
     loss: float | None = Field(description="Current training/validation loss, if any.")
     error: str | None
     cancel_requested: bool

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
+from ld3_client.urls import job_path, schedule_path
 from registry.orm import (
     ARTIFACT_FD_PLOT_PNG,
     ARTIFACT_GRID_PNG,
@@ -17,10 +17,7 @@ from registry.orm import (
 
 def schedule_key_url(model: str, solver: str, nfe: int, order: int) -> str:
     """``/schedules/{model}/{solver}/{nfe}?order=N`` with the model id's ``/`` and ``:`` kept."""
-    return (
-        f"/schedules/{quote(model, safe='/:@')}/{quote(solver, safe='+')}/{int(nfe)}"
-        f"?order={int(order)}"
-    )
+    return f"{schedule_path(model, solver, nfe)}?order={int(order)}"
 
 
 def schedule_id_url(schedule_id: int) -> str:
@@ -30,7 +27,18 @@ def schedule_id_url(schedule_id: int) -> str:
 
 def job_url(job_id: str) -> str:
     """URL of a job."""
-    return f"/jobs/{job_id}"
+    return job_path(job_id)
+
+
+def stage_progress(kind: str, stage: str | None, progress: float) -> float | None:
+    """The fraction (0..1) of a job's current stage done, from its overall ``progress`` and
+    the stage weights of its kind (:data:`worker.pipeline.STAGES`); None outside those stages
+    (``queued``, ``starting``, ``published``, ``failed``, ``cancelled``)."""
+    from worker.pipeline import STAGES
+    from worker.progress import stage_fraction
+
+    stages = STAGES.get(kind)
+    return stage_fraction(stages, stage, progress) if stages else None
 
 
 def job_out(job: Job, schedule: Schedule | None, artifact_kinds: set[str]) -> dict[str, Any]:
@@ -58,6 +66,7 @@ def job_out(job: Job, schedule: Schedule | None, artifact_kinds: set[str]) -> di
         "state": job.state,
         "stage": job.stage,
         "progress": float(job.progress or 0.0),
+        "stage_progress": stage_progress(job.kind, job.stage, float(job.progress or 0.0)),
         "loss": job.loss,
         "error": job.error,
         "cancel_requested": bool(job.cancel_requested),

@@ -5,27 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-import time
+from collections.abc import Mapping
 from typing import Any
 
-from ld3_cli.errors import CLIError
+from ld3_cli import connect
+from ld3_cli.args import TERMINAL_STATES
+from ld3_cli.args import port as tcp_port
+from ld3_cli.errors import CLIError, note
+from ld3_cli.settings import load_settings
 
-TERMINAL = ("succeeded", "failed", "cancelled")
-
-
-def load_settings(**overrides: Any) -> Any:
-    """The service settings from ``LD3_*`` (``overrides`` win); a bad value -> CLIError."""
-    from pydantic import ValidationError
-
-    from registry.settings import get_settings
-
-    try:
-        return get_settings(**overrides)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        name = "LD3_" + ".".join(str(p) for p in err.get("loc", ())).upper()
-        raise CLIError(f"invalid setting {name}: {err.get('msg')}", 2) from None
+TERMINAL = TERMINAL_STATES  # the states a job ends in
 
 
 def _print_json(data: Any) -> None:
@@ -46,10 +35,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     port = args.port
     if port is None:
-        raw = os.environ.get("LD3_PORT", "8000")
-        if not raw.isdigit() or not 1 <= int(raw) <= 65535:
-            raise CLIError(f"LD3_PORT must be a TCP port (1..65535), got {raw!r}", 2)
-        port = int(raw)
+        try:
+            port = tcp_port(os.environ.get("LD3_PORT", "8000"))
+        except argparse.ArgumentTypeError as exc:
+            raise CLIError(f"LD3_PORT: {exc}", 2) from None
     from api.serve import check_bind_host, serve
 
     try:
@@ -57,7 +46,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CLIError(str(exc), 2) from None
     mode = "embedded (in-process runner)" if settings.embedded else "Celery workers"
-    print(f"ld3 serve: http://{args.host}:{port} ({mode}; docs at /docs)", file=sys.stderr)
+    note("serve", f"http://{args.host}:{port} ({mode}; API docs at http://{args.host}:{port}"
+                  "/docs)")
     serve(args.host, port, settings)
     return 0
 
@@ -103,7 +93,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         init_db(settings)
     except OperationalError as exc:
         raise CLIError(f"cannot reach the database: {str(exc.orig).splitlines()[0]}") from None
-    print(f"ld3 migrate: {_safe_url(str(settings.database_url))} is at head", file=sys.stderr)
+    note("migrate", f"{_safe_url(str(settings.database_url))} is at head")
     return 0
 
 
@@ -118,14 +108,12 @@ def _safe_url(url: str) -> str:
 
 
 # -------------------------------------------------------------------------------- client
-def _client(args: argparse.Namespace) -> Any:
-    from ld3_cli.client import APIClient
-
-    return APIClient(args.url, args.token, args.timeout)
-
-
 def cmd_submit(args: argparse.Namespace) -> int:
-    """``ld3 submit``: ``POST /jobs``; prints the job; with ``--wait`` follows it to the end."""
+    """``ld3 submit``: ``POST /jobs``; prints the job JSON (and on stderr the commands that
+    follow it); with ``--wait`` follows it to the end and prints its summary."""
+    from ld3_cli.explain import command, rejected_job
+    from ld3_client import ServiceError
+
     options: dict[str, Any] = {}
     if args.options_json:
         try:
@@ -140,91 +128,97 @@ def cmd_submit(args: argparse.Namespace) -> int:
                             "nfe": args.nfe, "options": options}
     if args.order is not None:
         body["order"] = args.order
-    client = _client(args)
-    try:
-        job = client.submit(body, args.idempotency_key)
+    with connect.open_client(args) as client:
+        try:
+            job = client.submit_job(body, args.idempotency_key)
+        except ServiceError as exc:
+            raise rejected_job(client, exc, body) from None
+        job_id = str(job["id"])
         if not args.wait:
             _print_json(job)
+            note("submit", f"job {job_id} is {job.get('state')}; follow it with "
+                           f"{command('status', job_id)}, stop it with "
+                           f"{command('cancel', job_id)}")
             return 0
-        job = follow(client, str(job["id"]))
+        job = follow(client, job_id)
         print_job_summary(client, job)
         return 0 if job.get("state") == "succeeded" else 1
-    finally:
-        client.close()
 
 
-def print_job_summary(client: Any, job: dict[str, Any]) -> None:
-    """Print a finished job as a person reads it: state, the published schedule's verdict and
-    score, and absolute links (schedule, report, grid, plot)."""
-    from ld3_cli.summary import schedule_lines
+def print_job_summary(client: Any, job: Mapping[str, Any]) -> None:
+    """Print a finished job as a person reads it: headline, the published schedule's verdict,
+    score and times (or the error), the ``ld3 get`` command of the schedule and absolute
+    links (schedule, report, grid, plot)."""
+    from ld3_cli.explain import command
+    from ld3_cli.summary import job_headline, job_lines
+    from ld3_client import ServiceError
 
-    print(f"job {job.get('id')} ({job.get('kind')}, {job.get('model')} {job.get('solver')}-"
-          f"{job.get('order')} NFE {job.get('nfe')}): {job.get('state')}")
-    if job.get("state") != "succeeded":
-        if job.get("error"):
-            print(f"  error: {job['error']}")
-        return
     links = dict(job.get("links") or {})
-    if links.get("result"):
-        resp = client.request("GET", links["result"])
-        if resp.status_code == 200:
-            for line in schedule_lines(resp.json()):
-                print(f"  {line}")
-    base = str(client.base_url).rstrip("/")
+    schedule = None
+    if job.get("state") == "succeeded" and links.get("result"):
+        try:
+            schedule = client.get_json(links["result"])
+        except ServiceError:  # the summary goes on without the schedule's lines
+            schedule = None
+    print(job_headline(job))
+    for line in job_lines(job, schedule):
+        print(f"  {line}")
+    if schedule is not None:
+        fetch = command("get", job.get("model"), job.get("solver"), job.get("nfe"), "--order",
+                        job.get("order"), "--format", "diffusers")
+        print(f"  {'fetch it:':<18}{fetch}")
     for name in ("schedule", "report", "report_grid", "report_fd_vs_nfe"):
         if links.get(name):
-            print(f"  {name + ':':<18}{base}{links[name]}")
+            print(f"  {name + ':':<18}{client.url(links[name])}")
 
 
 def follow(client: Any, job_id: str, interval: float = 0.5, show: bool = True) -> dict[str, Any]:
-    """Poll ``GET /jobs/{id}`` until the job is finished, with a progress bar on stderr."""
-    from tqdm import tqdm
+    """Poll ``GET /jobs/{id}`` until the job has ended, with a progress bar per stage on
+    stderr (when ``show``); returns the final job JSON."""
+    from ld3_cli.progress import follow as follow_job
 
-    bar = tqdm(total=100, desc=job_id[:8], unit="%", disable=not show, file=sys.stderr)
-    try:
-        while True:
-            job = client.job(job_id)
-            bar.n = round(100 * float(job.get("progress") or 0.0))
-            loss = job.get("loss")
-            bar.set_postfix_str(f"{job.get('stage')}" + (f" loss={loss:.4g}" if loss else ""))
-            if job.get("state") in TERMINAL:
-                return job
-            time.sleep(interval)
-    finally:
-        bar.close()
+    return dict(follow_job(lambda: client.job(job_id), show=show, interval=interval,
+                           label=f"{job_id[:8]} "))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """``ld3 status JOB_ID``: prints the job JSON."""
-    client = _client(args)
-    try:
+    with connect.open_client(args) as client:
         _print_json(client.job(args.job_id))
-    finally:
-        client.close()
     return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     """``ld3 cancel JOB_ID``: asks the API to cancel the job; with ``--wait`` follows it to the
-    end. Prints the job's state; exit 0 once the job is (or will be) cancelled."""
-    client = _client(args)
-    try:
-        job = client.cancel(args.job_id)
-        if args.wait and job.get("state") not in TERMINAL:
+    end. Prints ``job <id>: <state>``; exit 0 once the job is (or will be) cancelled, 1 when
+    it ended otherwise."""
+    from ld3_cli.explain import command
+
+    with connect.open_client(args) as client:
+        job = client.cancel_job(args.job_id)
+        if args.wait and job.get("state") not in TERMINAL_STATES:
             job = follow(client, str(job["id"]))
-        print(f"job {job.get('id')}: {job.get('state')}"
-              + (" (cancel requested)" if job.get("cancel_requested") and
-                 job.get("state") not in TERMINAL else ""))
-        return 0 if job.get("state") in ("cancelled", "queued", "running") else 1
-    finally:
-        client.close()
+    pending = job.get("state") not in TERMINAL_STATES
+    print(f"job {job.get('id')}: {job.get('state')}"
+          + (" (cancel requested)" if pending and job.get("cancel_requested") else ""))
+    if pending:
+        note("cancel", f"the job stops at its next progress update; "
+                       f"{command('status', job.get('id'))} shows when it has")
+    return 0 if job.get("state") in ("cancelled", "queued", "running") else 1
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    """``ld3 get MODEL SOLVER NFE``: prints the best schedule in ``--format``."""
-    client = _client(args)
-    try:
-        _print_json(client.schedule(args.model, args.solver, args.nfe, args.order, args.fmt))
-    finally:
-        client.close()
+    """``ld3 get MODEL SOLVER NFE``: prints the best schedule in ``--format``; an unknown
+    model or a key without any schedule is a one-line error saying which."""
+    from ld3_cli.explain import missing_schedule
+    from ld3_client import ServiceError
+
+    with connect.open_client(args) as client:
+        try:
+            body = client.schedule(args.model, args.solver, args.nfe, order=args.order,
+                                   fmt=args.fmt)
+        except ServiceError as exc:
+            raise missing_schedule(client, exc, args.model, args.solver, args.nfe,
+                                   args.order) from None
+    _print_json(body)
     return 0

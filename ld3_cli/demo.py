@@ -11,14 +11,13 @@ FD, and the paths of the report files (JSON + PNGs).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from ld3_cli.commands import TERMINAL, load_settings
-from ld3_cli.errors import CLIError
-from ld3_cli.main import KINDS
+from ld3_cli.args import KINDS
+from ld3_cli.errors import CLIError, note
+from ld3_cli.settings import load_settings
 
 
 def _job_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:
@@ -47,9 +46,9 @@ def run_demo(args: argparse.Namespace) -> int:
     from registry.catalog import builtin_ids
 
     if args.model not in builtin_ids():
-        raise CLIError(
-            f"unknown built-in model {args.model!r}; choose from {', '.join(builtin_ids())}", 2
-        )
+        from ld3_cli.explain import unknown_model_text
+
+        raise CLIError(unknown_model_text(args.model, list(builtin_ids()), "built-in model"), 2)
     from ld3_core.spec import JobSpec, SpecError
 
     try:
@@ -76,8 +75,8 @@ def run_demo(args: argparse.Namespace) -> int:
         for spec in specs:
             job, _ = create_job(session, spec)
             job_ids.append(str(job.id))
-    print(f"ld3 demo: {args.model}, {args.solver} order {args.order}, NFE {args.nfe}; "
-          f"registry {workdir / 'demo.db'}", file=sys.stderr)
+    note("demo", f"{args.model}, {args.solver} order {args.order}, NFE {args.nfe}; "
+                 f"registry {workdir / 'demo.db'}")
     runner = EmbeddedDispatcher(settings, maker, recover=False).start()
     ok = True
     try:
@@ -90,51 +89,42 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _follow_and_print(maker: Any, settings: Any, job_id: str, show: bool) -> bool:
-    from tqdm import tqdm
-
+def _job_json(maker: Any, job_id: str) -> dict[str, Any]:
+    """The job as the API would show it (state, stage, stage_progress, loss, ...)."""
+    from api.serialize import job_out
     from registry import get_job
 
-    start = time.monotonic()
     with maker() as session:
-        kind = get_job(session, job_id).kind
-    bar = tqdm(total=100, desc=f"{kind:>12}", unit="%", disable=not show, file=sys.stderr,
-               bar_format="{desc} |{bar}| {n_fmt}%{postfix}")
-    try:
-        while True:
-            with maker() as session:
-                job = get_job(session, job_id)
-            bar.n = round(100 * float(job.progress or 0.0))
-            postfix = str(job.stage or "")
-            if job.loss is not None:
-                postfix += f" loss={job.loss:.4g}"
-            bar.set_postfix_str(postfix)
-            if job.state in TERMINAL:
-                break
-            time.sleep(0.25)
-    finally:
-        bar.close()
+        return job_out(get_job(session, job_id), None, set())
+
+
+def _follow_and_print(maker: Any, settings: Any, job_id: str, show: bool) -> bool:
+    from ld3_cli.progress import follow
+
+    start = time.monotonic()
+    kind = _job_json(maker, job_id)["kind"]
+    job = follow(lambda: _job_json(maker, job_id), show=show, interval=0.25,
+                 label=f"{kind:>12} ")
     _print_result(maker, settings, job, time.monotonic() - start)
-    return job.state == "succeeded"
+    return job.get("state") == "succeeded"
 
 
 def _print_result(maker: Any, settings: Any, job: Any, seconds: float) -> None:
+    from api.serialize import schedule_out
+    from ld3_cli.summary import candidates_lines, job_headline, job_lines
     from registry import get_schedule_for_job, list_artifacts, resolve_path
 
+    sched = arts = None
+    if job.get("state") == "succeeded":
+        with maker() as session:
+            sched = get_schedule_for_job(session, job["id"])
+            arts = list_artifacts(session, job["id"])
     print()
-    print(f"== {job.kind} job {job.id}: {job.state} ({seconds:.1f} s)")
-    if job.state != "succeeded":
-        print(f"   error: {job.error}")
-        return
-    with maker() as session:
-        sched = get_schedule_for_job(session, job.id)
-        arts = list_artifacts(session, job.id)
-    from api.serialize import schedule_out
-    from ld3_cli.summary import candidates_lines, schedule_lines
-
-    body = schedule_out(sched)
-    for line in schedule_lines(body):
+    print(f"== {job_headline(job, seconds)}")
+    for line in job_lines(job, None if sched is None else schedule_out(sched)):
         print(f"   {line}")
+    if sched is None:
+        return
     extra = sched.extra or {}
     n_select = (extra.get("splits") or {}).get("select", {}).get("n", "?")
     print(f"   every candidate, FD to the teacher on {n_select} held-out samples "
@@ -145,6 +135,6 @@ def _print_result(maker: Any, settings: Any, job: Any, seconds: float) -> None:
     if floor:
         print(f"   noise floor (FD of two independent halves of the teacher samples): "
               f"{floor['fd_half_sets']:.4f} at n={floor['n_half']}")
-    for art in sorted(arts, key=lambda a: a.kind):
+    for art in sorted(arts or [], key=lambda a: a.kind):
         if art.kind in ("report_json", "grid_png", "fd_plot_png"):
             print(f"   {art.kind:<12} {resolve_path(settings, art.path)}")

@@ -11,25 +11,32 @@ Commands::
     ld3 cancel JOB_ID [--wait]
     ld3 get MODEL SOLVER NFE [--order K] [--format native|diffusers|k-diffusion|comfyui]
 
-``submit``, ``status`` and ``get`` talk to a running API (``--url``, default ``LD3_URL`` or
-http://127.0.0.1:8000; ``--token``, default ``LD3_API_TOKEN``). Bad input prints one line on
-stderr and exits with status 2 (usage) or 1 (runtime error).
+``submit``, ``status``, ``cancel`` and ``get`` talk to a running API (``--url``, default
+``LD3_URL`` or http://127.0.0.1:8000; ``--token``, default ``LD3_API_TOKEN``) through
+:mod:`ld3_client`. Bad input prints one line on stderr and exits with status 2 (usage) or 1
+(runtime error). This module builds the parser and dispatches to :mod:`ld3_cli.commands`;
+no other module imports it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from ld3_cli.errors import CLIError
-
-EXPORT_FORMATS = ("native", "diffusers", "k-diffusion", "comfyui")
-SOLVERS = ("euler", "dpm++", "unipc", "ipndm")
-KINDS = ("ld3", "trust_region")
+from ld3_cli.args import (
+    EXPORT_FORMATS,
+    KINDS,
+    SOLVERS,
+    default_url,
+    nfe_list,
+    option,
+    port,
+    positive_int,
+)
+from ld3_cli.errors import CLIError, from_service_error, note
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,48 +47,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return value
-
-
-def _nfe_list(text: str) -> list[int]:
-    """Comma-separated positive integers ('' = empty list)."""
-    return [_positive_int(part.strip()) for part in text.split(",") if part.strip()]
-
-
-def _port(text: str) -> int:
-    value = _positive_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1..65535)")
-    return value
-
-
-def _option(text: str) -> tuple[str, Any]:
-    """``key=value`` with value parsed as JSON when possible (``3``, ``true``, ``[1,2]``)."""
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"option {text!r} must look like key=value")
-    key, raw = text.split("=", 1)
-    if not key:
-        raise argparse.ArgumentTypeError(f"option {text!r} has an empty key")
-    try:
-        value: Any = json.loads(raw)
-    except ValueError:
-        value = raw
-    return key, value
-
-
-def _default_url() -> str:
-    return os.environ.get("LD3_URL", "http://127.0.0.1:8000")
-
-
 def _add_client_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", default=_default_url(), help="API base URL (env LD3_URL)")
+    p.add_argument("--url", default=default_url(), help="API base URL (env LD3_URL)")
     p.add_argument("--token", default=os.environ.get("LD3_API_TOKEN"),
                    help="bearer token for writes (env LD3_API_TOKEN)")
     p.add_argument("--timeout", type=float, default=30.0, help="HTTP timeout in seconds")
@@ -100,19 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help="folder of the demo's SQLite file and artifacts")
     demo.add_argument("--model", default="builtin:unet-digits", help="built-in model id")
     demo.add_argument("--solver", default="unipc", choices=SOLVERS, help="sampler")
-    demo.add_argument("--order", type=_positive_int, default=2, help="sampler order")
-    demo.add_argument("--nfe", type=_positive_int, default=5, help="model calls per sample")
+    demo.add_argument("--order", type=positive_int, default=2, help="sampler order")
+    demo.add_argument("--nfe", type=positive_int, default=5, help="model calls per sample")
     demo.add_argument("--kinds", default="ld3,trust_region",
                       help="comma-separated job kinds to run (ld3, trust_region)")
-    demo.add_argument("--n-train", type=_positive_int, default=40, help="LD3 teacher pairs")
-    demo.add_argument("--n-val", type=_positive_int, default=20, help="LD3 validation pairs")
-    demo.add_argument("--epochs", type=_positive_int, default=3, help="LD3 training epochs")
-    demo.add_argument("--n-tune", type=_positive_int, default=256,
+    demo.add_argument("--n-train", type=positive_int, default=40, help="LD3 teacher pairs")
+    demo.add_argument("--n-val", type=positive_int, default=20, help="LD3 validation pairs")
+    demo.add_argument("--epochs", type=positive_int, default=3, help="LD3 training epochs")
+    demo.add_argument("--n-tune", type=positive_int, default=256,
                       help="training pairs that rank the starts and drive the refinement")
-    demo.add_argument("--teacher-nfe", type=_positive_int, default=20, help="teacher steps")
-    demo.add_argument("--n-score-samples", type=_positive_int, default=1000,
+    demo.add_argument("--teacher-nfe", type=positive_int, default=20, help="teacher steps")
+    demo.add_argument("--n-score-samples", type=positive_int, default=1000,
                       help="held-out teacher pairs every candidate is scored on (FD + interval)")
-    demo.add_argument("--report-nfes", type=_nfe_list, default=[3, 4, 6, 8],
+    demo.add_argument("--report-nfes", type=nfe_list, default=[3, 4, 6, 8],
                       help="more NFEs scored in the trust-region report's FD-vs-NFE plot "
                            "(comma-separated, '' for none)")
     demo.add_argument("--seed", type=int, default=0, help="seed of every draw")
@@ -121,12 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the REST API (uvicorn)")
     serve.add_argument("--host", default=os.environ.get("LD3_HOST", "127.0.0.1"),
                        help="bind address (env LD3_HOST; non-loopback needs LD3_API_TOKEN)")
-    serve.add_argument("--port", type=_port, default=None, help="port (env LD3_PORT, 8000)")
+    serve.add_argument("--port", type=port, default=None, help="port (env LD3_PORT, 8000)")
 
     worker = sub.add_parser("worker", help="run a Celery worker (one job at a time)")
     worker.add_argument("--loglevel", default="info")
     worker.add_argument("--hostname", default="celery@%h", help="Celery node name")
-    worker.add_argument("--concurrency", type=_positive_int, default=None,
+    worker.add_argument("--concurrency", type=positive_int, default=None,
                         help="jobs at once (default LD3_CONCURRENCY or 1; one per GPU)")
 
     sub.add_parser("migrate", help="upgrade the database schema (alembic upgrade head)")
@@ -135,9 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("kind", choices=KINDS)
     submit.add_argument("model")
     submit.add_argument("solver", choices=SOLVERS)
-    submit.add_argument("nfe", type=_positive_int)
-    submit.add_argument("--order", type=_positive_int, default=None)
-    submit.add_argument("-o", "--option", type=_option, action="append", default=[],
+    submit.add_argument("nfe", type=positive_int)
+    submit.add_argument("--order", type=positive_int, default=None)
+    submit.add_argument("-o", "--option", type=option, action="append", default=[],
                         metavar="KEY=VALUE", help="job option (repeatable), e.g. -o seed=1")
     submit.add_argument("--options-json", default=None, help="job options as a JSON object")
     submit.add_argument("--idempotency-key", default=None)
@@ -156,33 +123,53 @@ def build_parser() -> argparse.ArgumentParser:
     get = sub.add_parser("get", help="fetch the best schedule for model/solver/NFE")
     get.add_argument("model")
     get.add_argument("solver", choices=SOLVERS)
-    get.add_argument("nfe", type=_positive_int)
-    get.add_argument("--order", type=_positive_int, default=None)
+    get.add_argument("nfe", type=positive_int)
+    get.add_argument("--order", type=positive_int, default=None)
     get.add_argument("--format", dest="fmt", choices=EXPORT_FORMATS, default="native")
     _add_client_args(get)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``ld3`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    """Run ``ld3`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status (0 ok,
+    1 runtime error, 2 usage error, 130 interrupted, 141 stdout closed by its reader)."""
+    try:
+        return _run(argv)
+    except BrokenPipeError:
+        # the reader went away (``ld3 get ... | head -1``): no traceback, stdout closed quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    from ld3_client import ServiceError
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:
+        sys.stdout.flush()  # --help: a closed pipe shows up here, not at interpreter exit
+        raise
     from ld3_cli import commands
 
     handler = getattr(commands, f"cmd_{args.command}")
     try:
-        return int(handler(args) or 0)
+        code = int(handler(args) or 0)
+        sys.stdout.flush()
+        return code
+    except ServiceError as exc:
+        return _fail(args.command, from_service_error(exc))
     except CLIError as exc:
-        print(f"ld3 {args.command}: error: {exc}", file=sys.stderr)
-        return exc.code
+        return _fail(args.command, exc)
     except KeyboardInterrupt:
-        print(f"ld3 {args.command}: interrupted", file=sys.stderr)
+        note(args.command, "interrupted")
         return 130
-    except BrokenPipeError:
-        # the reader went away (``ld3 get ... | head``): no traceback, stdout closed quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 141
+
+
+def _fail(command: str, exc: CLIError) -> int:
+    note(command, f"error: {exc}")
+    return exc.code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,4 +1,4 @@
-"""Readable summaries of a finished job's published schedule (CLI and demo output)."""
+"""Readable summaries of a finished job and its published schedule (CLI and demo output)."""
 
 from __future__ import annotations
 
@@ -57,3 +57,22 @@ def schedule_lines(schedule: Mapping[str, Any]) -> list[str]:
     if mts:
         lines.append("model timesteps (t^c): [" + ", ".join(f"{float(t):.4f}" for t in mts) + "]")
     return lines
+
+
+def job_headline(job: Mapping[str, Any], seconds: float | None = None) -> str:
+    """``job <id> (<kind>, <model> <solver>-<order> NFE <nfe>): <state>`` (+ `` (<s> s)``).
+
+    ``job``: a job JSON (``id``, ``kind``, ``model``, ``solver``, ``order``, ``nfe``,
+    ``state``); ``seconds``: how long it took, when known.
+    """
+    text = (f"job {job.get('id')} ({job.get('kind')}, {job.get('model')} {job.get('solver')}-"
+            f"{job.get('order')} NFE {job.get('nfe')}): {job.get('state')}")
+    return text if seconds is None else f"{text} ({seconds:.1f} s)"
+
+
+def job_lines(job: Mapping[str, Any], schedule: Mapping[str, Any] | None) -> list[str]:
+    """What a finished job did, below its headline: its error, or the published schedule
+    (``schedule``: its native body, None when not at hand)."""
+    if job.get("state") != "succeeded":
+        return [f"error: {job['error']}"] if job.get("error") else []
+    return schedule_lines(schedule) if schedule is not None else []

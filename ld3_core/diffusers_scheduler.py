@@ -32,8 +32,8 @@ Conventions:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -200,6 +200,41 @@ class LD3Scheduler(SchedulerMixin, ConfigMixin):
                    learned_model_timesteps=mt)
 
     @classmethod
+    def from_schedule(
+        cls,
+        schedule: Mapping[str, Any],
+        *,
+        solver: str | None = None,
+        order: int | None = None,
+        base_config: Any = None,
+        **config: Any,
+    ) -> LD3Scheduler:
+        """A scheduler for a schedule in the service's native format (the body of
+        ``GET /schedules/{model}/{solver}/{nfe}``, or a published schedule's JSON).
+
+        Its ``timesteps``, ``model_timesteps``, ``solver``, ``order`` and ``variant`` are used;
+        ``solver``/``order`` fill in what the schedule does not say (order default 2);
+        ``base_config`` and ``config`` as in :meth:`from_learned`. Raises ValueError for
+        another export format or a schedule without ``timesteps`` or solver.
+        """
+        if not isinstance(schedule, Mapping):
+            raise ValueError("schedule must be a JSON object (the native format)")
+        fmt = schedule.get("format", "native")
+        if fmt != "native":
+            raise ValueError(f"schedule is in the {fmt!r} format; LD3Scheduler needs 'native'")
+        if "timesteps" not in schedule:
+            raise ValueError("schedule has no 'timesteps'")
+        got_solver = schedule.get("solver") or solver
+        if not got_solver:
+            raise ValueError("schedule names no solver; pass solver=")
+        got_order = schedule.get("order") or order
+        return cls.from_learned(
+            schedule["timesteps"], schedule.get("model_timesteps"),
+            solver=str(got_solver), order=int(got_order or 2),
+            variant=schedule.get("variant"), base_config=base_config, **config,
+        )
+
+    @classmethod
     def from_service(
         cls,
         url: str,
@@ -214,45 +249,30 @@ class LD3Scheduler(SchedulerMixin, ConfigMixin):
         headers: dict[str, str] | None = None,
         **config: Any,
     ) -> LD3Scheduler:
-        """Fetch the best published schedule ``GET {url}/schedules/{model}/{solver}/{nfe}
-        ?format=native`` (``&order=`` when given) and build the scheduler from it.
+        """Fetch the best published schedule of ``model``/``solver``/``nfe`` (``order`` when
+        given) from the service at ``url`` in the native format and build the scheduler
+        from it (:meth:`from_schedule`).
 
-        The response's ``timesteps``, ``model_timesteps`` and (if present) ``order`` and
-        ``variant`` are used; ``client`` may be an ``httpx.Client`` (tests pass one with a
-        mock transport). Raises ValueError when the service answers with an error.
+        ``client`` may be an ``httpx.Client`` to send the request with (tests pass one with a
+        mock transport; it is left open); ``headers`` are sent with the request (e.g.
+        ``Authorization``). Raises ValueError when the service cannot be reached or answers
+        with an error.
         """
-        import httpx
+        from ld3_client import ServiceClient, ServiceError
 
-        params: dict[str, Any] = {"format": "native"}
-        if order is not None:
-            params["order"] = int(order)
-        path = f"{url.rstrip('/')}/schedules/{quote(model, safe=':')}/{quote(solver, safe='')}"
-        path += f"/{int(nfe)}"
-        own = client is None
-        client = client or httpx.Client(timeout=timeout)
+        service = ServiceClient(url, timeout=timeout, http=client, headers=headers)
         try:
-            resp = client.get(path, params=params, headers=headers)
-        except httpx.HTTPError as exc:
-            raise ValueError(f"cannot reach the schedule service at {url}: {exc}") from exc
+            body = service.schedule(model, solver, nfe, order=order, fmt="native")
+        except ServiceError as exc:
+            if exc.status is None:
+                raise ValueError(f"cannot reach the schedule service at {url}: {exc.detail}") \
+                    from exc
+            raise ValueError(f"schedule service answered {exc.status} for {model}/{solver}/"
+                             f"{nfe}: {exc.detail or exc.title}") from exc
         finally:
-            if own:
-                client.close()
-        if resp.status_code >= 400:
-            try:
-                detail = resp.json().get("detail") or resp.json().get("title")
-            except ValueError:
-                detail = resp.text[:200]
-            raise ValueError(f"schedule service answered {resp.status_code} for "
-                             f"{model}/{solver}/{nfe}: {detail}")
-        body = resp.json()
-        if "timesteps" not in body:
-            raise ValueError("schedule service response has no 'timesteps'")
-        got_order = body.get("order", order)
-        return cls.from_learned(
-            body["timesteps"], body.get("model_timesteps"),
-            solver=body.get("solver", solver), order=int(got_order or 2),
-            variant=body.get("variant"), base_config=base_config, **config,
-        )
+            service.close()
+        return cls.from_schedule(body, solver=solver, order=order, base_config=base_config,
+                                 **config)
 
     # -- diffusers scheduler API ----------------------------------------------------------
     @property

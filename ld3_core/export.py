@@ -26,9 +26,7 @@ from torch import Tensor
 from ld3_core.models.wrapper import DiffusionModel
 from ld3_core.schedules import DiscreteVP, FlowMatch, NoiseSchedule
 from ld3_core.solvers.validation import check_model_timesteps, check_timesteps
-from ld3_core.spec import SOLVERS
-
-EXPORT_FORMATS = ("native", "diffusers", "k-diffusion", "comfyui")
+from ld3_core.spec import EXPORT_FORMATS, SOLVERS
 
 _DPM_CONFIG = {"algorithm_type": "dpmsolver++", "solver_type": "midpoint",
                "final_sigmas_type": "sigma_min", "lower_order_final": True}

@@ -56,6 +56,9 @@ FLOW_HEURISTICS: tuple[str, ...] = ("shifted_uniform",)
 INIT_CHOICES: tuple[str, ...] = (*HEURISTIC_NAMES, "best_heuristic", "trust_region")
 """Accepted values of the ``init`` option (LD3's start)."""
 
+EXPORT_FORMATS: tuple[str, ...] = ("native", "diffusers", "k-diffusion", "comfyui")
+"""Formats a schedule is served in (``GET /schedules/...?format=``, ``ld3 get --format``)."""
+
 MAX_NFE = 1000
 """Hard ceiling on the NFE of any request; the service's own limit (LD3_MAX_NFE) is lower."""
 

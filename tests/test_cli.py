@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -166,3 +168,66 @@ def test_broken_pipe_ends_quietly():
     err = proc.stderr.read().decode()
     proc.wait(30)
     assert "Traceback" not in err and proc.returncode == 141, err
+
+
+def test_broken_pipe_at_the_final_flush_ends_quietly():
+    # `ld3 get ... | head -1` where the reader is gone before the (buffered) answer is
+    # flushed: the error shows at the flush, which must not print a traceback either
+    child = (
+        "import select, sys\n"
+        "import ld3_cli.commands as c\n"
+        "from ld3_cli.main import main\n"
+        "def fake(args):\n"
+        "    p = select.poll()\n"
+        "    p.register(sys.stdout.fileno(), select.POLLERR)\n"
+        "    assert p.poll(30000), 'the reader did not go away'\n"
+        "    print('{\"timesteps\": [1.0, 0.5]}')\n"
+        "    return 0\n"
+        "c.cmd_get = fake\n"
+        "sys.exit(main(['get', 'm', 'unipc', '3']))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered stdout
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(60)
+    assert proc.returncode == 141, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
+def test_help_piped_into_head(tmp_path):
+    done = subprocess.run(
+        ["bash", "-c", f"'{sys.executable}' -m ld3_cli demo --help | head -1"],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120,
+    )
+    assert done.stdout.startswith("usage: ld3 demo"), done.stdout
+    assert done.stderr == "", done.stderr
+
+
+def test_cli_modules_import_no_circle_and_not_main():
+    import ast
+
+    package = Path(__file__).resolve().parents[1] / "ld3_cli"
+    graph: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        name = f"ld3_cli.{path.stem}"
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module == "ld3_cli":
+                    found |= {f"ld3_cli.{a.name}" for a in node.names}
+                elif node.module.startswith("ld3_cli."):
+                    found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.startswith("ld3_cli.")}
+        graph[name] = found - {name}
+    assert {m for m, deps in graph.items() if "ld3_cli.main" in deps} == {"ld3_cli.__main__"}
+
+    def visit(module: str, trail: tuple[str, ...]) -> None:
+        assert module not in trail, " -> ".join((*trail, module))
+        for dep in graph.get(module, ()):
+            visit(dep, (*trail, module))
+
+    for module in graph:
+        visit(module, ())

@@ -36,7 +36,8 @@ def test_demo_runs_both_jobs_and_writes_the_report(tmp_path, capsys):
     )
     assert code == 0, out + err
     for kind in ("ld3", "trust_region"):
-        assert re.search(rf"== {kind} job \S+: succeeded", out), out
+        assert re.search(rf"^== job \S+ \({kind}, {MODEL} unipc-2 NFE 3\): succeeded \(",
+                         out, flags=re.M), out
     for heuristic in ("uniform", "quadratic", "edm", "logsnr"):
         assert re.search(rf"^\s+{heuristic}\s+\d+\.\d+", out, flags=re.M), out
     assert out.count("<- published") == 2
@@ -137,7 +138,13 @@ def test_submit_status_get_against_ld3_serve(embedded_server, capsys):
     assert code == 1 and "404" in err and len(err.strip().splitlines()) == 1
 
     code, out, err = _run(["get", MODEL, "euler", "3", "--url", url], capsys)
-    assert code == 1 and "404" in err and len(err.strip().splitlines()) == 1
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert f"no schedule published yet for {MODEL} with solver euler" in err
+    assert f"`ld3 submit trust_region {MODEL} euler 3 --wait`" in err
+    code, out, err = _run(["get", "builtin:nope", "unipc", "3", "--url", url], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert f"unknown model 'builtin:nope'; known models: {MODEL}" in err, err
     code, out, err = _run(["submit", "ld3", "builtin:nope", "unipc", "3", "--url", url,
                            "--token", "s3cret"], capsys)
-    assert code == 1 and "422" in err and len(err.strip().splitlines()) == 1
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "unknown model 'builtin:nope'; known models: " in err, err

@@ -13,6 +13,7 @@ pytest.importorskip("diffusers")
 import real_models_helpers as H  # noqa: E402
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler  # noqa: E402
 
+from ld3_client import schedule_path  # noqa: E402
 from ld3_core.diffusers_scheduler import LD3Scheduler, with_fixed_schedule  # noqa: E402
 from ld3_core.export import to_format  # noqa: E402
 from ld3_core.heuristics import discretize  # noqa: E402
@@ -165,6 +166,7 @@ def test_from_service_fetches_the_native_schedule():
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen["url"] = str(request.url)
+        seen["auth"] = request.headers.get("authorization")
         if "/builtin:nope/" in request.url.path:
             return httpx.Response(404, json={"title": "Not Found", "detail": "no schedule"})
         body = to_format("native", t, SCHED, model_timesteps=mt)
@@ -173,13 +175,50 @@ def test_from_service_fetches_the_native_schedule():
 
     client = httpx.Client(transport=httpx.MockTransport(handler))
     sch = LD3Scheduler.from_service("http://svc/", "org/my-model", "unipc", 5,
-                                    base_config=BASE, client=client)
-    assert seen["url"] == "http://svc/schedules/org%2Fmy-model/unipc/5?format=native"
+                                    base_config=BASE, client=client,
+                                    headers={"Authorization": "Bearer tok"})
+    assert seen["url"] == f"http://svc{schedule_path('org/my-model', 'unipc', 5)}?format=native"
+    assert seen["auth"] == "Bearer tok"
     assert sch.config.solver_order == 3 and sch.config.learned_model_timesteps == mt.tolist()
     sch.set_timesteps(5)
     torch.testing.assert_close(sch.timesteps, (1000 * mt[:-1] - 1).float())
+    LD3Scheduler.from_service("http://svc", "org/my-model", "dpm++", 5, order=2,
+                              base_config=BASE, client=client)
+    assert seen["url"].endswith(f"{schedule_path('org/my-model', 'dpm++', 5)}"
+                                "?format=native&order=2")
     with pytest.raises(ValueError, match="404.*no schedule"):
         LD3Scheduler.from_service("http://svc", "builtin:nope", "unipc", 5, client=client)
+    assert not client.is_closed, "a client passed in is left open"
+
+
+def test_from_service_reports_an_unreachable_service():
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    client = httpx.Client(transport=httpx.MockTransport(refuse))
+    with pytest.raises(ValueError, match="cannot reach the schedule service at http://svc"):
+        LD3Scheduler.from_service("http://svc", "m", "unipc", 5, client=client)
+    with pytest.raises(ValueError, match="http://"):
+        LD3Scheduler.from_service("svc:8000", "m", "unipc", 5, client=client)
+
+
+def test_from_schedule_builds_from_a_native_body_only():
+    t, mt = H.learned_schedule(SCHED, 4)
+    body = to_format("native", t, SCHED, model_timesteps=mt)
+    body.update({"solver": "dpm++", "order": 2})
+    sch = LD3Scheduler.from_schedule(body, base_config=BASE)
+    assert sch.config.solver == "dpm++" and sch.config.solver_order == 2
+    assert sch.config.learned_timesteps == pytest.approx(t.tolist())
+    # what the body does not say comes from the arguments
+    bare = {"timesteps": t.tolist()}
+    sch = LD3Scheduler.from_schedule(bare, solver="euler", order=1, base_config=BASE)
+    assert sch.config.solver == "euler" and sch.config.learned_model_timesteps is None
+    with pytest.raises(ValueError, match="names no solver"):
+        LD3Scheduler.from_schedule(bare, base_config=BASE)
+    with pytest.raises(ValueError, match="'diffusers' format"):
+        LD3Scheduler.from_schedule({**body, "format": "diffusers"}, base_config=BASE)
+    with pytest.raises(ValueError, match="no 'timesteps'"):
+        LD3Scheduler.from_schedule({"solver": "unipc"}, base_config=BASE)
 
 
 def test_with_fixed_schedule_ignores_the_pipelines_step_count():

@@ -19,6 +19,7 @@ pytest.importorskip("diffusers")
 
 import family_helpers as F  # noqa: E402
 
+from ld3_client import schedule_path  # noqa: E402
 from ld3_core.models import load  # noqa: E402
 
 NFE = 3
@@ -79,14 +80,14 @@ def test_ld3_and_trust_region_jobs_through_the_service(family_folders, make_sett
                 job = _wait(client, resp.json()["id"])
                 assert job["state"] == "succeeded", (name, job)
                 solver = body["solver"]
-                native = client.get(f"/schedules/{model_id}/{solver}/{NFE}",
+                native = client.get(schedule_path(model_id, solver, NFE),
                                     params={"format": "native"})
                 assert native.status_code == 200, native.text
                 body_n = native.json()
                 assert body_n["job_id"] == job["id"]
                 t = torch.tensor(body_n["timesteps"], dtype=torch.float64)
                 assert t.shape == (NFE + 1,) and bool((t[1:] < t[:-1]).all())
-                diff = client.get(f"/schedules/{model_id}/{solver}/{NFE}",
+                diff = client.get(schedule_path(model_id, solver, NFE),
                                   params={"format": "diffusers"})
                 assert diff.status_code == 200, diff.text
                 if kind in ("sd3", "flux", "flux_cfg"):

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from ld3_client import schedule_path
+
 pytestmark = pytest.mark.services
 
 MODEL = "builtin:gmm-digits"
@@ -57,10 +59,14 @@ def test_submit_progress_publish_and_every_format(service_stack):
     fractions = [j["progress"] for j in seen]
     assert fractions == sorted(fractions), "progress must never go backwards"
     assert {j["stage"] for j in running} & {"optimize", "score", "report", "publish"}
+    for j in seen:  # the fraction of the stage: set exactly in the pipeline's stages
+        weighted = j["stage"] in ("optimize", "report", "publish")
+        assert (j["stage_progress"] is not None) == weighted, j
+        assert not weighted or 0.0 <= j["stage_progress"] <= 1.0
     assert _schedule_rows(stack, job["id"]) == 1
 
     with stack.client() as http:
-        native = http.get(f"/schedules/{MODEL}/unipc/{nfe}")
+        native = http.get(schedule_path(MODEL, "unipc", nfe))
         assert native.status_code == 200, native.text
         body = native.json()
         ts = body["timesteps"]
@@ -71,19 +77,19 @@ def test_submit_progress_publish_and_every_format(service_stack):
         assert lo <= body["score"] <= hi
         assert len(body["sigmas"]) == nfe + 1
         etag = native.headers["ETag"]
-        assert http.get(f"/schedules/{MODEL}/unipc/{nfe}",
+        assert http.get(schedule_path(MODEL, "unipc", nfe),
                         headers={"If-None-Match": etag}).status_code == 304
 
-        kd = http.get(f"/schedules/{MODEL}/unipc/{nfe}", params={"format": "k-diffusion"})
+        kd = http.get(schedule_path(MODEL, "unipc", nfe), params={"format": "k-diffusion"})
         assert kd.status_code == 200, kd.text
         sig = kd.json()["sigmas"]
         assert len(sig) == nfe + 1  # exactly nfe model calls when pasted verbatim
         assert sig == pytest.approx(body["sigmas"])
-        comfy = http.get(f"/schedules/{MODEL}/unipc/{nfe}", params={"format": "comfyui"})
+        comfy = http.get(schedule_path(MODEL, "unipc", nfe), params={"format": "comfyui"})
         assert comfy.status_code == 200, comfy.text
         values = [float(v) for v in comfy.json()["sigmas"].split(",")]
         assert values == pytest.approx(sig)
-        diff = http.get(f"/schedules/{MODEL}/unipc/{nfe}", params={"format": "diffusers"})
+        diff = http.get(schedule_path(MODEL, "unipc", nfe), params={"format": "diffusers"})
         assert diff.status_code == 200, diff.text
         assert diff.json()["sigmas"] == pytest.approx(body["sigmas"])
         assert diff.json()["ld3_scheduler"]["timesteps"] == pytest.approx(ts)
@@ -192,7 +198,7 @@ def test_embedded_runner_completes_a_trust_region_job_on_sqlite(make_settings, t
                     break
                 time.sleep(0.2)
             assert job["state"] == "succeeded", job
-            sched = client.get(f"/schedules/{MODEL}/dpm++/4")
+            sched = client.get(schedule_path(MODEL, "dpm++", 4))
             assert sched.status_code == 200, sched.text
             assert sched.json()["job_id"] == job_id
     finally:

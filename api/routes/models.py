@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Annotated
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
@@ -13,6 +12,7 @@ from sqlalchemy.orm import Session
 from api.deps import LimitQuery, OffsetQuery, get_session, get_settings, page_bounds, page_links
 from api.problems import Problem
 from api.schemas import ModelCreate, ModelOut, ModelPage
+from ld3_client.urls import model_path
 from registry.catalog import delete_model, get_model, list_models, register_model
 from registry.settings import Settings
 
@@ -73,7 +73,7 @@ def register(body: ModelCreate, session: SessionDep, settings: SettingsDep) -> J
     return JSONResponse(
         ModelOut.model_validate(info.to_dict()).model_dump(mode="json"),
         status_code=201,
-        headers={"Location": f"/models/{quote(info.id, safe='/:@')}"},
+        headers={"Location": model_path(info.id)},
     )
 
 
