@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from ld3_core.spec import EXPORT_FORMATS as EXPORT_FORMATS
-from ld3_core.spec import JOB_KINDS as KINDS
+from ld3_core.spec import JOB_KINDS as JOB_KINDS
 from ld3_core.spec import SOLVERS as SOLVERS
 from ld3_core.spec import TERMINAL_STATES as TERMINAL_STATES
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ld3_cli.args import KINDS
+from ld3_cli.args import JOB_KINDS
 from ld3_cli.errors import CLIError, note
 from ld3_cli.settings import load_settings
 
@@ -37,9 +37,9 @@ def _job_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:
 def run_demo(args: argparse.Namespace) -> int:
     """Run the demo described in the module docstring; returns 0 when every job succeeded."""
     kinds = [k.strip() for k in str(args.kinds).split(",") if k.strip()]
-    bad = [k for k in kinds if k not in KINDS]
+    bad = [k for k in kinds if k not in JOB_KINDS]
     if not kinds or bad:
-        known = ", ".join(KINDS)
+        known = ", ".join(JOB_KINDS)
         raise CLIError(f"--kinds must list job kinds from {known}; got {args.kinds!r}", 2)
     if args.seed < 0:
         raise CLIError("--seed must be >= 0", 2)

@@ -28,7 +28,7 @@ from typing import NoReturn
 
 from ld3_cli.args import (
     EXPORT_FORMATS,
-    KINDS,
+    JOB_KINDS,
     SOLVERS,
     default_url,
     nfe_list,
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="upgrade the database schema (alembic upgrade head)")
 
     submit = sub.add_parser("submit", help="submit a job to a running API")
-    submit.add_argument("kind", choices=KINDS)
+    submit.add_argument("kind", choices=JOB_KINDS)
     submit.add_argument("model")
     submit.add_argument("solver", choices=SOLVERS)
     submit.add_argument("nfe", type=positive_int)
