@@ -56,9 +56,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         check_bind_host(args.host, settings)
     except ValueError as exc:
         raise CLIError(str(exc), 2) from None
+    from ld3_cli.server import build_dispatcher
+
     mode = "embedded (in-process runner)" if settings.embedded else "Celery workers"
     print(f"ld3 serve: http://{args.host}:{port} ({mode}; docs at /docs)", file=sys.stderr)
-    serve(args.host, port, settings)
+    serve(args.host, port, settings, dispatcher=build_dispatcher(settings))
     return 0
 
 
@@ -155,7 +157,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def print_job_summary(client: Any, job: dict[str, Any]) -> None:
     """Print a finished job as a person reads it: state, the published schedule's verdict and
-    score, and absolute links (schedule, report, grid, plot)."""
+    score, and absolute links (the report page to open in a browser, schedule, report JSON,
+    grid and plots)."""
     from ld3_cli.summary import schedule_lines
 
     print(f"job {job.get('id')} ({job.get('kind')}, {job.get('model')} {job.get('solver')}-"
@@ -171,9 +174,12 @@ def print_job_summary(client: Any, job: dict[str, Any]) -> None:
             for line in schedule_lines(resp.json()):
                 print(f"  {line}")
     base = str(client.base_url).rstrip("/")
-    for name in ("schedule", "report", "report_grid", "report_fd_vs_nfe"):
+    labels = {"report_html": "report page", "schedule": "schedule", "report": "report",
+              "report_grid": "report_grid", "report_fd_vs_nfe": "report_fd_vs_nfe",
+              "report_schedule": "report_schedule"}
+    for name, label in labels.items():
         if links.get(name):
-            print(f"  {name + ':':<18}{base}{links[name]}")
+            print(f"  {label + ':':<18}{base}{links[name]}")
 
 
 def follow(client: Any, job_id: str, interval: float = 0.5, show: bool = True) -> dict[str, Any]:

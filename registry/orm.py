@@ -46,6 +46,7 @@ PREDICTION_TYPES = ("eps", "x0", "v", "flow")
 ARTIFACT_REPORT_JSON = "report_json"
 ARTIFACT_GRID_PNG = "grid_png"
 ARTIFACT_FD_PLOT_PNG = "fd_plot_png"
+ARTIFACT_SCHEDULE_PNG = "schedule_png"
 ARTIFACT_CHECKPOINT = "checkpoint"
 ARTIFACT_TEACHER = "teacher"
 
