@@ -1,9 +1,11 @@
 """The FastAPI application factory.
 
 ``create_app(settings=None, dispatcher=None)``: ``settings`` default to
-``registry.settings.get_settings()`` (``LD3_*`` environment), ``dispatcher`` to
-``worker.dispatch.get_dispatcher(settings)`` (see :mod:`api.dispatch` for the protocol).
-With SQLite (or ``LD3_AUTO_MIGRATE=1``) the schema is upgraded to head on creation.
+``registry.settings.get_settings()`` (``LD3_*`` environment). The ``dispatcher`` (see
+:mod:`api.dispatch` for the protocol) is injected by whoever starts the server
+(:func:`ld3_cli.server.build_app` composes the worker's); without one, reads work and job
+submissions answer 503. With SQLite (or ``LD3_AUTO_MIGRATE=1``) the schema is upgraded to
+head on creation.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from api.dispatch import Dispatcher, default_dispatcher
+from api.dispatch import Dispatcher, UnavailableDispatcher
 from api.lookup_cache import LookupCache, LookupFastPath
 from api.middleware import GuardMiddleware
 from api.openapi import add_head_to_gets, install_openapi
 from api.problems import install_handlers
-from api.routes import health, jobs, models, schedules
+from api.routes import health, jobs, models, reports, schedules
 from api.schedule_service import NoiseScheduleResolver
 from registry import db
 from registry.settings import Settings, get_settings
@@ -45,7 +47,8 @@ def _schedules_version(sessionmaker) -> int:
 def create_app(
     settings: Settings | None = None, dispatcher: Dispatcher | None = None
 ) -> FastAPI:
-    """Build the API app for ``settings`` with ``dispatcher`` (see module docstring).
+    """Build the API app for ``settings`` with ``dispatcher`` (see module docstring) and
+    return it.
 
     The app holds ``state.settings``, ``state.engine``, ``state.sessionmaker``,
     ``state.dispatcher`` and ``state.noise_schedules``. On shutdown the dispatcher's optional
@@ -54,7 +57,9 @@ def create_app(
     settings = settings or get_settings()
     if settings.should_auto_migrate:
         db.init_db(settings)
-    dispatcher = dispatcher if dispatcher is not None else default_dispatcher(settings)
+    if dispatcher is None:
+        log.warning("no job dispatcher was given to create_app: job submissions answer 503")
+        dispatcher = UnavailableDispatcher("no dispatcher was given to create_app")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,7 +88,7 @@ def create_app(
     install_handlers(app)
     app.add_middleware(LookupFastPath, cache=app.state.lookup_cache)  # inside the guard
     app.add_middleware(GuardMiddleware, settings=settings)
-    routers = [module.router for module in (health, jobs, schedules, models)]
+    routers = [module.router for module in (health, jobs, reports, schedules, models)]
     add_head_to_gets(routers)
     app.state.route_methods = [
         (route.path_regex, set(route.methods or ()))

@@ -6,18 +6,17 @@ API deletes the row and answers 503, so no job row stays. ``POST /jobs/{id}/canc
 records the cancel in the database, then calls ``dispatcher.cancel(job_id)`` if the
 dispatcher has it (best effort, errors ignored). ``GET /readyz`` calls ``dispatcher.ping()``.
 
-The default dispatcher comes from ``worker.dispatch.get_dispatcher(settings)`` (service-worker:
-Celery ``send_task`` with the job id in full mode, the in-process runner in embedded mode).
+The API never builds a dispatcher itself (``api`` does not import ``worker``): whoever starts
+the server passes one to ``create_app(settings, dispatcher)``. ``ld3 serve`` and the uvicorn
+factory :func:`ld3_cli.server.build_app` pass ``worker.dispatch.get_dispatcher(settings)``
+(Celery ``send_task`` of the job id with a broker, the in-process runner without one). An app
+created without a dispatcher gets an :class:`UnavailableDispatcher`: it serves every read,
+and answers ``POST /jobs`` with 503.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Protocol, runtime_checkable
-
-from registry.settings import Settings
-
-log = logging.getLogger("ld3.api")
 
 
 @runtime_checkable
@@ -41,7 +40,8 @@ class Dispatcher(Protocol):
 
 
 class UnavailableDispatcher:
-    """Fallback when no dispatcher can be built: every submit fails (503), ping is False."""
+    """Stand-in when no dispatcher was given or none could be built: every submit fails
+    (``POST /jobs`` answers 503), ping is False (``/readyz`` answers 503)."""
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
@@ -53,15 +53,3 @@ class UnavailableDispatcher:
     def ping(self) -> bool:
         """Always False."""
         return False
-
-
-def default_dispatcher(settings: Settings) -> Dispatcher:
-    """``worker.dispatch.get_dispatcher(settings)``, or an :class:`UnavailableDispatcher` when
-    it cannot build one (logged)."""
-    from worker.dispatch import get_dispatcher
-
-    try:
-        return get_dispatcher(settings)
-    except Exception as exc:  # noqa: BLE001 - report any construction failure as unavailable
-        log.warning("could not build the job dispatcher: %s", exc)
-        return UnavailableDispatcher(f"could not build the dispatcher: {exc}")

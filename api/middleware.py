@@ -9,6 +9,13 @@ Both answer with problem+json before any route runs, so a rejected request store
 - **body limit**: a ``Content-Length`` over ``max_body_bytes`` -> 413 at once; otherwise the
   body is read (streamed, chunked or not) and 413 is answered as soon as it passes the limit.
   The buffered body is then replayed to the app.
+- **content type**: a ``POST``/``PUT``/``PATCH`` with a non-empty body whose
+  ``Content-Type`` is not JSON (``application/json`` or ``application/*+json``) -> 415 naming
+  the expected type. A body *without* a ``Content-Type`` is refused the same way, even when
+  it holds JSON: every client library sets the header for a JSON body, and a page in a
+  browser can send a body without one cross-origin without a CORS preflight, which would let
+  any website submit jobs to an API on localhost that runs without a token. A request
+  without a body needs no ``Content-Type``.
 - **text checks** (:mod:`api.input_guard`): control characters in the path, query string or
   JSON body, and JSON nested too deeply -> 422 problem+json.
 """
@@ -25,6 +32,8 @@ from api.problems import problem_response
 from registry.settings import Settings
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+JSON_TYPE = "application/json"
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc",
                         "/openapi.json"})
 
@@ -34,6 +43,16 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key.lower() == name:
             return value.decode("latin-1")
     return None
+
+
+def is_json_type(content_type: str | None) -> bool:
+    """True for ``application/json`` and ``application/<x>+json`` (parameters such as
+    ``charset`` ignored); False for anything else, a missing header included."""
+    if content_type is None or not content_type.strip():
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    kind, _, subtype = media.partition("/")
+    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
 def token_ok(authorization: str | None, token: str) -> bool:
@@ -114,6 +133,19 @@ class GuardMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        content_type = _header(scope, b"content-type")
+        if method in BODY_METHODS and body and not is_json_type(content_type):
+            given = (content_type or "").split(";", 1)[0].strip()[:100]
+            accept = {"POST": "Accept-Post", "PATCH": "Accept-Patch"}.get(method)
+            await self._reply(
+                scope, send, 415,
+                f"the request body must be {JSON_TYPE} (Content-Type: {JSON_TYPE}), "
+                + (f"not {given!r}" if given else "and the request has no Content-Type"),
+                slug="unsupported-media-type",
+                errors=[{"header": "content-type", "detail": f"expected {JSON_TYPE}"}],
+                headers={accept: JSON_TYPE} if accept else None,
+            )
+            return
         bad = check_json_text(body)
         if bad:
             await self._invalid(scope, send, bad)

@@ -10,6 +10,7 @@
   401 (when a token is configured: writes, or reads with ``LD3_READS_REQUIRE_TOKEN``),
   413 (body too large), 422 (validation, control characters), 503 (database or broker
   unavailable) everywhere; 404 where a path names a resource; 409 where it occurs;
+- 415 (a body that is not JSON) on every ``POST``/``PUT``/``PATCH``;
 - PNG report files are ``image/png``; a schedule in an export format is any JSON object.
 """
 
@@ -53,7 +54,9 @@ EXTRA_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/schedules/{key}"): (404,),
     ("get", "/schedules/id/{schedule_id}"): (404,),
 }
-PNG_PATHS = ("/jobs/{job_id}/report/grid.png", "/jobs/{job_id}/report/fd_vs_nfe.png")
+BODY_METHODS = ("post", "put", "patch")
+PNG_PATHS = ("/jobs/{job_id}/report/grid.png", "/jobs/{job_id}/report/fd_vs_nfe.png",
+             "/jobs/{job_id}/report/schedule.png")
 EXPORT_PATHS = ("/schedules/{key}", "/schedules/id/{schedule_id}")
 
 
@@ -80,6 +83,8 @@ def _errors_for(method: str, path: str) -> set[int]:
         statuses.discard(401)
     if "{" in path:
         statuses.add(404)
+    if base in BODY_METHODS:
+        statuses.add(415)
     statuses.update(EXTRA_ERRORS.get((base, path), ()))
     return statuses
 

@@ -111,17 +111,6 @@ class JobOut(BaseModel):
     links: dict[str, str]
 
 
-class JobPage(BaseModel):
-    """A page of jobs (newest first)."""
-
-    items: list[JobOut]
-    total: int
-    limit: int
-    offset: int
-    next: str | None
-    prev: str | None
-
-
 class ScheduleOut(BaseModel):
     """A schedule in the native format. ``timesteps``: nfe+1 decreasing solver times t;
     ``model_timesteps``: decoupled network times (None if not decoupled / interpolated);
@@ -162,17 +151,6 @@ class ScheduleOut(BaseModel):
     links: dict[str, str]
 
 
-class SchedulePage(BaseModel):
-    """A page of published schedules (newest first)."""
-
-    items: list[ScheduleOut]
-    total: int
-    limit: int
-    offset: int
-    next: str | None
-    prev: str | None
-
-
 class ModelOut(BaseModel):
     """A catalog entry."""
 
@@ -185,14 +163,3 @@ class ModelOut(BaseModel):
     options: dict[str, Any]
     description: str | None
     created_at: datetime | None
-
-
-class ModelPage(BaseModel):
-    """The model catalog (built-ins first)."""
-
-    items: list[ModelOut]
-    total: int
-    limit: int
-    offset: int
-    next: str | None
-    prev: str | None

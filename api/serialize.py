@@ -9,6 +9,7 @@ from registry.orm import (
     ARTIFACT_FD_PLOT_PNG,
     ARTIFACT_GRID_PNG,
     ARTIFACT_REPORT_JSON,
+    ARTIFACT_SCHEDULE_PNG,
     Job,
     Schedule,
     utc,
@@ -41,9 +42,20 @@ def stage_progress(kind: str, stage: str | None, progress: float) -> float | Non
     return stage_fraction(stages, stage, progress) if stages else None
 
 
+def report_page_url(job_id: str) -> str:
+    """URL of a job's HTML report page (HTML whatever the ``Accept`` header)."""
+    return f"{job_url(job_id)}/report?format=html"
+
+
 def job_out(job: Job, schedule: Schedule | None, artifact_kinds: set[str]) -> dict[str, Any]:
-    """A job as the API returns it (see ``api.schemas.JobOut``)."""
-    links = {"self": job_url(job.id)}
+    """A job as the API returns it (see ``api.schemas.JobOut``).
+
+    ``links``: ``self``, ``report_html`` (the report page; while the job runs it shows the
+    progress), ``cancel`` while queued/running, ``result`` and ``schedule`` once published,
+    and the report files that exist: ``report`` (JSON for API clients, the page for
+    browsers), ``report_json``, ``report_grid``, ``report_fd_vs_nfe``, ``report_schedule``.
+    """
+    links = {"self": job_url(job.id), "report_html": report_page_url(job.id)}
     if job.state in ("queued", "running"):
         links["cancel"] = f"{job_url(job.id)}/cancel"
     if schedule is not None:
@@ -51,10 +63,13 @@ def job_out(job: Job, schedule: Schedule | None, artifact_kinds: set[str]) -> di
         links["schedule"] = schedule_key_url(job.model_id, job.solver, job.nfe, job.order)
     if ARTIFACT_REPORT_JSON in artifact_kinds:
         links["report"] = f"{job_url(job.id)}/report"
+        links["report_json"] = f"{job_url(job.id)}/report.json"
     if ARTIFACT_GRID_PNG in artifact_kinds:
         links["report_grid"] = f"{job_url(job.id)}/report/grid.png"
     if ARTIFACT_FD_PLOT_PNG in artifact_kinds:
         links["report_fd_vs_nfe"] = f"{job_url(job.id)}/report/fd_vs_nfe.png"
+    if ARTIFACT_SCHEDULE_PNG in artifact_kinds:
+        links["report_schedule"] = f"{job_url(job.id)}/report/schedule.png"
     return {
         "id": job.id,
         "kind": job.kind,
@@ -106,6 +121,7 @@ def schedule_out(row: Schedule) -> dict[str, Any]:
         "self": schedule_key_url(row.model_id, row.solver, row.nfe, row.order),
         "canonical": schedule_id_url(row.id),
         "job": job_url(row.job_id),
+        "report_html": report_page_url(row.job_id),
     }
     extra = row.extra if isinstance(row.extra, dict) else {}
     gain = extra.get("gain") if isinstance(extra.get("gain"), dict) else None

@@ -1,7 +1,8 @@
 """Running the API with uvicorn, with the "no token -> loopback only" rule.
 
-``ld3 serve`` (service-worker's CLI) can call :func:`serve`, or :func:`check_bind_host` before
-starting its own server.
+``ld3 serve`` calls :func:`check_bind_host`, then :func:`serve` with the dispatcher it built
+(:func:`ld3_cli.server.build_dispatcher`); without a dispatcher the app serves reads and
+answers job submissions with 503 (see :mod:`api.dispatch`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def check_bind_host(host: str, settings: Settings) -> str:
 
 def serve(host: str = "127.0.0.1", port: int = 8000, settings: Settings | None = None,
           dispatcher=None, log_level: str | None = None) -> None:
-    """Run the API with uvicorn until interrupted (checks the bind host first)."""
+    """Run the API for ``settings`` with ``dispatcher`` under uvicorn on ``host``:``port``
+    until interrupted (checks the bind host first: ``ValueError``)."""
     import uvicorn
 
     from api.app import create_app

@@ -4,7 +4,7 @@ For each backend (SQLite file, a throw-away PostgreSQL database), the script pub
 schedule, starts two uvicorn servers with the same settings (one worker, no access log,
 ``--log-level warning``):
 
-- **service**: ``api.app.create_app()`` (middleware, validation, the lookup cache);
+- **service**: ``ld3_cli.server.build_app()`` (middleware, validation, the lookup cache);
 - **bare**: a FastAPI app whose one ``async`` endpoint returns the same JSON as a dict;
 
 and loads each with ``wrk`` (``apt-get install wrk``; 2 threads, 16 connections by default):
@@ -57,11 +57,11 @@ def bare_app() -> Any:
 
 
 def service_app() -> Any:
-    """uvicorn factory: the service app from the ``LD3_*`` environment."""
+    """uvicorn factory: the service app from the ``LD3_*`` environment (as ``ld3 serve``)."""
     sys.path.insert(0, str(REPO))
-    from api.app import create_app
+    from ld3_cli.server import build_app
 
-    return create_app()
+    return build_app()
 
 
 # ------------------------------------------------------------------------------- helpers

@@ -45,10 +45,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         check_bind_host(args.host, settings)
     except ValueError as exc:
         raise CLIError(str(exc), 2) from None
+    from ld3_cli.server import build_dispatcher
+
     mode = "embedded (in-process runner)" if settings.embedded else "Celery workers"
     note("serve", f"http://{args.host}:{port} ({mode}; API docs at http://{args.host}:{port}"
                   "/docs)")
-    serve(args.host, port, settings)
+    serve(args.host, port, settings, dispatcher=build_dispatcher(settings))
     return 0
 
 
@@ -148,7 +150,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def print_job_summary(client: Any, job: Mapping[str, Any]) -> None:
     """Print a finished job as a person reads it: headline, the published schedule's verdict,
     score and times (or the error), the ``ld3 get`` command of the schedule and absolute
-    links (schedule, report, grid, plot)."""
+    links (the report page to open in a browser, schedule, report JSON, grid and plots)."""
     from ld3_cli.explain import command
     from ld3_cli.summary import job_headline, job_lines
     from ld3_client import ServiceError
@@ -167,9 +169,12 @@ def print_job_summary(client: Any, job: Mapping[str, Any]) -> None:
         fetch = command("get", job.get("model"), job.get("solver"), job.get("nfe"), "--order",
                         job.get("order"), "--format", "diffusers")
         print(f"  {'fetch it:':<18}{fetch}")
-    for name in ("schedule", "report", "report_grid", "report_fd_vs_nfe"):
+    labels = {"report_html": "report page", "schedule": "schedule", "report": "report",
+              "report_grid": "report_grid", "report_fd_vs_nfe": "report_fd_vs_nfe",
+              "report_schedule": "report_schedule"}
+    for name, label in labels.items():
         if links.get(name):
-            print(f"  {name + ':':<18}{client.url(links[name])}")
+            print(f"  {label + ':':<18}{client.url(links[name])}")
 
 
 def follow(client: Any, job_id: str, interval: float = 0.5, show: bool = True) -> dict[str, Any]:

@@ -136,5 +136,5 @@ def _print_result(maker: Any, settings: Any, job: Any, seconds: float) -> None:
         print(f"   noise floor (FD of two independent halves of the teacher samples): "
               f"{floor['fd_half_sets']:.4f} at n={floor['n_half']}")
     for art in sorted(arts or [], key=lambda a: a.kind):
-        if art.kind in ("report_json", "grid_png", "fd_plot_png"):
+        if art.kind in ("report_json", "grid_png", "fd_plot_png", "schedule_png"):
             print(f"   {art.kind:<12} {resolve_path(settings, art.path)}")

@@ -32,6 +32,7 @@ from ld3_core.heuristics import NAMES, all_heuristics
 REPORT_JSON = "report.json"
 GRID_PNG = "grid.png"
 FD_PLOT_PNG = "fd_vs_nfe.png"
+SCHEDULE_PNG = "schedule.png"
 REFERENCE_SEED_OFFSET = 1_000_003
 TEACHER = {"solver": "unipc", "order": 3, "nfe": 50, "discretization": "logsnr"}
 
@@ -450,16 +451,57 @@ def plot_job_fd(outcome: Any, path: str | Path, title: str = "") -> Path:
     return save_figure(fig, path)
 
 
+def plot_job_schedules(outcome: Any, path: str | Path, title: str = "") -> Path:
+    """Write a PNG of the time steps t_i against the step i of the job's candidates: the
+    published one (the winner) bold red, the best heuristic dashed blue, every other
+    candidate thin, on a log t axis (the small times are where schedules differ). Returns
+    ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    winner, best = outcome.winner, outcome.best_heuristic
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    others = [n for n in outcome.scores if n not in (winner, best)]
+    colors = ("tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
+              "tab:cyan", "tab:gray")
+    for i, name in enumerate(others):
+        ts = outcome.scores[name].get("timesteps")
+        if ts:
+            ax.plot(range(len(ts)), ts, "-", marker=".", color=colors[i % len(colors)],
+                    linewidth=0.9, markersize=4, alpha=0.75, label=name)
+    if best in outcome.scores and best != winner:
+        ts = outcome.scores[best]["timesteps"]
+        ax.plot(range(len(ts)), ts, "--o", color="tab:blue", linewidth=1.6, markersize=4,
+                label=f"{best} (best heuristic)")
+    ts = [float(v) for v in outcome.timesteps]
+    role = "published, best heuristic" if winner == best else "published"
+    ax.plot(range(len(ts)), ts, "-s", color="tab:red", linewidth=2.4, markersize=5,
+            label=f"{winner} ({role})")
+    if all(float(v) > 0 for v in ts):
+        ax.set_yscale("log")
+    ax.set_xlabel("step i")
+    ax.set_ylabel("time t_i")
+    ax.set_xticks(range(len(ts)))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return save_figure(fig, path)
+
+
 def write_job_report(
     out_dir: str | Path, outcome: Any, *, title: str = "", extra: Mapping[str, Any] | None = None
 ) -> dict[str, str]:
     """Write ``report.json`` (the outcome: winner, every candidate's FD with its interval,
     the gain, the noise floor, the splits), ``grid.png`` (held-out samples: the teacher row
-    first, then one row per candidate) and ``fd_vs_nfe.png`` into ``out_dir``.
+    first, then one row per candidate), ``fd_vs_nfe.png`` and ``schedule.png`` (the time
+    steps of the winner, the best heuristic and the others) into ``out_dir``.
 
     ``outcome``: an :class:`ld3_core.optimize.Outcome`; ``extra``: more JSON-able fields.
-    Returns ``{"report_json", "grid", "fd_vs_nfe"}`` -> the file names written (relative to
-    ``out_dir``, so no server path leaks into what is served).
+    Returns ``{"report_json", "grid", "fd_vs_nfe", "schedule"}`` -> the file names written
+    (relative to ``out_dir``, so no server path leaks into what is served).
     """
     from ld3_core.evaluation import save_grid
 
@@ -476,8 +518,10 @@ def write_job_report(
             rows[f"{name}{star}\nFD {e['fd']:.3g}"] = _as_images(outcome.samples[name])
     save_grid(rows, out / GRID_PNG, title=f"{title}, NFE {outcome.details['nfe']}")
     plot_job_fd(outcome, out / FD_PLOT_PNG, title)
+    plot_job_schedules(outcome, out / SCHEDULE_PNG, f"{title}, NFE {outcome.details['nfe']}")
     report = {**outcome.to_dict(), "summary": outcome.summary(), "title": title,
               "extra": dict(extra or {})}
     report = _sanitize(json.loads(json.dumps(report, default=_json_default)))
     (out / REPORT_JSON).write_text(json.dumps(report, indent=2, allow_nan=False))
-    return {"report_json": REPORT_JSON, "grid": GRID_PNG, "fd_vs_nfe": FD_PLOT_PNG}
+    return {"report_json": REPORT_JSON, "grid": GRID_PNG, "fd_vs_nfe": FD_PLOT_PNG,
+            "schedule": SCHEDULE_PNG}

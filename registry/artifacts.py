@@ -60,7 +60,8 @@ def add_artifact(
 
     One row per (job, kind) and per ``key``: recording it again updates ``path``/``meta``
     (e.g. a newer checkpoint). ``kind`` is free text; the API serves ``report_json``,
-    ``grid_png`` and ``fd_plot_png`` (constants in :mod:`registry.orm`). Returns the row.
+    ``grid_png``, ``fd_plot_png`` and ``schedule_png`` (constants in :mod:`registry.orm`).
+    Returns the row.
     """
     for attempt in range(2):
         row = _stage_artifact(session, job_id, kind, path, key=key, meta=meta)

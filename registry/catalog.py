@@ -133,6 +133,25 @@ def list_models(session: Session) -> list[ModelInfo]:
     return [_builtin_info(m) for m in builtin_ids()] + [_info(r) for r in rows]
 
 
+def page_models(session: Session, *, limit: int, offset: int) -> tuple[list[ModelInfo], int]:
+    """One page of :func:`list_models` (same order: built-ins, then registered models by id);
+    returns (page, total). The registered part is paged in SQL."""
+    limit, offset = max(0, int(limit)), max(0, int(offset))
+    builtins = builtin_ids()
+    total = len(builtins) + count_models(session)
+    page = [_builtin_info(m) for m in builtins[offset:offset + limit]]
+    room = limit - len(page)
+    if room > 0:
+        rows = session.scalars(
+            select(CatalogModel)
+            .order_by(CatalogModel.id)
+            .offset(max(0, offset - len(builtins)))
+            .limit(room)
+        ).all()
+        page += [_info(r) for r in rows]
+    return page, total
+
+
 def classify_source(source: str, model_roots: Sequence[str | Path] | None = None) -> str:
     """``"local"`` for a filesystem path, else ``"hub"``.
 
@@ -241,6 +260,11 @@ def register_model(
         ) from exc
     return _info(row)
 
+
+
+def count_models(session: Session) -> int:
+    """Number of registered (stored) models."""
+    return int(session.scalar(select(func.count()).select_from(CatalogModel)) or 0)
 
 
 def delete_model(session: Session, model_id: str) -> None:

@@ -19,7 +19,8 @@ import hashlib
 import json
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -29,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from ld3_core.spec import ACTIVE_STATES, JOB_STATES, JobSpec
 from registry.errors import IdempotencyConflict, JobStateError, NotFound
-from registry.orm import Job, utcnow
+from registry.orm import Artifact, Job, Schedule, utcnow
 from registry.text import clean_text
 
 MAX_ERROR_CHARS = 20_000
@@ -179,6 +180,38 @@ def list_jobs(
         execution_options={"populate_existing": True},
     ).all()
     return list(rows), int(total)
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job with what is shown next to it: its published schedule (None until it publishes)
+    and the kinds of the artifacts recorded for it (``report_json``, ``grid_png``, ...)."""
+
+    job: Job
+    schedule: Schedule | None
+    artifact_kinds: frozenset[str]
+
+
+def job_views(session: Session, jobs: Sequence[Job]) -> list[JobView]:
+    """:class:`JobView` of each of ``jobs`` (same order), with two queries for all of them."""
+    ids = [j.id for j in jobs]
+    if not ids:
+        return []
+    schedules = {
+        s.job_id: s for s in session.scalars(select(Schedule).where(Schedule.job_id.in_(ids)))
+    }
+    kinds: dict[str, set[str]] = {}
+    for job_id, kind in session.execute(
+        select(Artifact.job_id, Artifact.kind).where(Artifact.job_id.in_(ids))
+    ):
+        kinds.setdefault(job_id, set()).add(kind)
+    return [JobView(j, schedules.get(j.id), frozenset(kinds.get(j.id, ()))) for j in jobs]
+
+
+def get_job_view(session: Session, job_id: str) -> JobView | None:
+    """The :class:`JobView` of ``job_id`` (fresh from the database), or None."""
+    job = get_job(session, job_id)
+    return None if job is None else job_views(session, [job])[0]
 
 
 def count_jobs(session: Session) -> int:
@@ -353,13 +386,16 @@ def stale_jobs(session: Session, older_than_s: float) -> list[Job]:
 
 __all__ = [
     "JobStateError",
+    "JobView",
     "claim_job",
     "count_jobs",
     "create_job",
     "delete_job",
     "get_job",
+    "get_job_view",
     "heartbeat",
     "is_cancel_requested",
+    "job_views",
     "list_jobs",
     "mark_cancelled",
     "mark_failed",

@@ -42,6 +42,7 @@ NAMING_CONVENTION = {
 ARTIFACT_REPORT_JSON = "report_json"
 ARTIFACT_GRID_PNG = "grid_png"
 ARTIFACT_FD_PLOT_PNG = "fd_plot_png"
+ARTIFACT_SCHEDULE_PNG = "schedule_png"
 ARTIFACT_CHECKPOINT = "checkpoint"
 ARTIFACT_TEACHER = "teacher"
 

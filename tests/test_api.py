@@ -25,7 +25,7 @@ from fastapi.testclient import TestClient
 from fixtures.processes import free_port
 
 from api.app import create_app
-from api.dispatch import UnavailableDispatcher, default_dispatcher
+from api.dispatch import UnavailableDispatcher
 from api.serve import check_bind_host, is_loopback
 from registry import db
 from registry import jobs as jr
@@ -122,7 +122,8 @@ def test_submit_read_and_list_a_job(client, url, dispatcher):
     assert response.headers["location"] == f"/jobs/{job['id']}"
     assert dispatcher.submitted == [job["id"]]
     assert job["state"] == "queued" and job["progress"] == 0.0 and job["options"] == {"seed": 7}
-    assert job["links"] == {"self": f"/jobs/{job['id']}", "cancel": f"/jobs/{job['id']}/cancel"}
+    assert job["links"] == {"self": f"/jobs/{job['id']}", "cancel": f"/jobs/{job['id']}/cancel",
+                            "report_html": f"/jobs/{job['id']}/report?format=html"}
     assert count_rows(url)["jobs"] == 1
     got = client.get(response.headers["location"]).json()
     assert got["id"] == job["id"] and got["model"] == "builtin:gmm-digits"
@@ -193,8 +194,51 @@ def test_malformed_and_empty_bodies(client, url):
     assert_problem(client.post("/jobs", content=b"", headers=headers), 422)
     assert_problem(client.post("/jobs", content=b"kind=ld3",
                                headers={"content-type": "application/x-www-form-urlencoded"}),
-                   422)
+                   415, "unsupported-media-type")
     no_rows(url)
+
+
+@pytest.mark.parametrize("content_type", [
+    "text/plain", "text/plain; charset=utf-8", "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x", "application/xml", "application/jsonx",
+])
+def test_a_body_that_is_not_json_gets_415_naming_the_type(client, url, dispatcher,
+                                                          content_type):
+    body = json.dumps(JOB).encode()  # a JSON text, but declared as something else
+    response = client.post("/jobs", content=body, headers={"content-type": content_type})
+    problem = assert_problem(response, 415, "unsupported-media-type")
+    assert "application/json" in problem["detail"]
+    assert content_type.split(";")[0] in problem["detail"]
+    assert problem["errors"] == [{"header": "content-type", "detail": "expected application/json"}]
+    assert response.headers["accept-post"] == "application/json"
+    model = {"id": "org/x", "source": "org/x", "kind": "pixel"}
+    assert_problem(client.post("/models", content=json.dumps(model).encode(),
+                               headers={"content-type": content_type}), 415)
+    no_rows(url)
+    assert dispatcher.submitted == []
+
+
+@pytest.mark.parametrize("content_type", [
+    "application/json", "application/json; charset=utf-8", "Application/JSON",
+    "application/vnd.ld3+json",
+])
+def test_json_content_types_are_accepted(client, url, content_type):
+    response = client.post("/jobs", content=json.dumps(JOB).encode(),
+                           headers={"content-type": content_type})
+    assert response.status_code == 202, response.text
+    assert count_rows(url)["jobs"] == 1
+
+
+def test_a_body_without_content_type_gets_415_even_when_it_is_json(client, url):
+    for body in (json.dumps(JOB).encode(), b"kind=ld3"):
+        problem = assert_problem(client.post("/jobs", content=body), 415,
+                                 "unsupported-media-type")
+        assert "application/json" in problem["detail"] and "no Content-Type" in problem["detail"]
+    no_rows(url)
+    queued = client.post("/jobs", json=JOB).json()["id"]
+    cancel = client.post(f"/jobs/{queued}/cancel", headers={"content-type": "text/plain"})
+    assert cancel.status_code == 200, cancel.text  # no body: no type needed
+    assert client.post(f"/jobs/{queued}/cancel").status_code == 200
 
 
 def test_huge_bodies_get_413_without_rows(make_client, url, dispatcher):
@@ -275,18 +319,25 @@ def test_broker_down_gives_503_and_leaves_no_row(client, url, dispatcher):
 
 def test_no_dispatcher_available(url, tmp_path, monkeypatch):
     import worker.dispatch
+    from ld3_cli.server import build_app, build_dispatcher
 
     def broken(settings):
         raise OSError("broker address not resolvable")
 
     monkeypatch.setattr(worker.dispatch, "get_dispatcher", broken)
     settings = settings_for(url, tmp_path)
-    fallback = default_dispatcher(settings)
+    fallback = build_dispatcher(settings)
     assert isinstance(fallback, UnavailableDispatcher) and fallback.ping() is False
     assert "broker address not resolvable" in fallback.reason
-    client = TestClient(create_app(settings), raise_server_exceptions=False)
-    assert_problem(client.post("/jobs", json=JOB), 503, "broker-unavailable")
-    assert assert_problem(client.get("/readyz"), 503)["checks"]["broker"] == "unreachable"
+    composed = build_app(settings)
+    assert isinstance(composed.state.dispatcher, UnavailableDispatcher)
+    bare = create_app(settings)  # no dispatcher given: reads work, submissions are 503
+    assert isinstance(bare.state.dispatcher, UnavailableDispatcher)
+    for app in (composed, bare):
+        client = TestClient(app, raise_server_exceptions=False)
+        assert_problem(client.post("/jobs", json=JOB), 503, "broker-unavailable")
+        assert assert_problem(client.get("/readyz"), 503)["checks"]["broker"] == "unreachable"
+        assert client.get("/jobs").status_code == 200
     no_rows(url)
 
 

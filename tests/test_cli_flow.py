@@ -92,6 +92,7 @@ def test_submit_status_get_against_ld3_serve(embedded_server, capsys):
     job = {"id": first.split()[1]}
     assert "published the " in out and "95% CI" in out, out
     assert f"{url}/jobs/{job['id']}/report" in out, "absolute links to the report"
+    assert f"report page:      {url}/jobs/{job['id']}/report?format=html" in out, out
     assert not out.lstrip().startswith("{"), "a summary, not raw JSON"
 
     code, out, err = _run(["status", job["id"], "--url", url], capsys)

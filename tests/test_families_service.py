@@ -48,7 +48,7 @@ def test_ld3_and_trust_region_jobs_through_the_service(family_folders, make_sett
                                                        kind):
     from fastapi.testclient import TestClient
 
-    from api.app import create_app
+    from ld3_cli.server import build_app
     from worker.dispatch import reset_dispatchers
 
     model_kind, options = REGISTER[kind]
@@ -57,7 +57,7 @@ def test_ld3_and_trust_region_jobs_through_the_service(family_folders, make_sett
     settings = make_settings(database_url=f"sqlite:///{tmp_path / 'fam.db'}",
                              model_roots=str(family_folders[kind].parent))
     try:
-        with TestClient(create_app(settings)) as client:
+        with TestClient(build_app(settings)) as client:
             resp = client.post("/models", json={"id": model_id, "source": str(family_folders[kind]),
                                                 "kind": model_kind, "options": options})
             assert resp.status_code == 201, resp.text

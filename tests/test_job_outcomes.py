@@ -12,7 +12,7 @@ import pytest
 from api_helpers import database_fixtures, settings_for
 from fastapi.testclient import TestClient
 
-from api.app import create_app
+from ld3_cli.server import build_app
 
 JOB = {"kind": "trust_region", "model": "builtin:gmm-digits", "solver": "unipc", "order": 2,
        "nfe": 4, "options": {"n_score_samples": 16, "seed": 1}}
@@ -29,7 +29,7 @@ def client_for(url: str, tmp_path: Path):
     clients: list[TestClient] = []
 
     def make(artifacts: Path) -> TestClient:
-        app = create_app(settings_for(url, tmp_path, artifacts_dir=artifacts))
+        app = build_app(settings_for(url, tmp_path, artifacts_dir=artifacts))
         client = TestClient(app, raise_server_exceptions=False)
         clients.append(client)
         return client

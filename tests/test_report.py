@@ -134,3 +134,42 @@ def test_schedule_kind_knows_every_heuristic_name():
         assert rp.schedule_kind(name) == "heuristic"
     assert rp.schedule_kind("trust_region") == "trust_region"
     assert rp.schedule_kind("my-schedule") == "other"
+
+
+def _color_pixels(path, rgb, tol=12) -> int:
+    """Pixels of the PNG at ``path`` within ``tol`` of the colour ``rgb``."""
+    import numpy as np
+
+    with Image.open(path) as im:
+        a = np.asarray(im.convert("RGB")).astype(int)
+    return int((np.abs(a - np.array(rgb)).max(axis=-1) <= tol).sum())
+
+
+@pytest.mark.parametrize("winner", ["trust_region", "logsnr"])
+def test_write_job_report_writes_the_schedule_plot(tmp_path, winner):
+    from report_helpers import synthetic_outcome
+
+    outcome = synthetic_outcome(winner=winner)
+    names = rp.write_job_report(tmp_path, outcome, title="t")
+    assert names == {"report_json": rp.REPORT_JSON, "grid": rp.GRID_PNG,
+                     "fd_vs_nfe": rp.FD_PLOT_PNG, "schedule": rp.SCHEDULE_PNG}
+    w, h = _png_ok(tmp_path / rp.SCHEDULE_PNG)
+    assert w > 300 and h > 200
+    red, blue = (214, 39, 40), (31, 119, 180)  # the winner's line, the best heuristic's
+    assert _color_pixels(tmp_path / rp.SCHEDULE_PNG, red) > 200
+    best_drawn = _color_pixels(tmp_path / rp.SCHEDULE_PNG, blue)
+    if winner == outcome.best_heuristic:
+        assert best_drawn < 20  # the best heuristic is the published (red) line
+    else:
+        assert best_drawn > 100
+
+
+def test_plot_job_schedules_draws_every_candidate(tmp_path):
+    from report_helpers import synthetic_outcome
+
+    outcome = synthetic_outcome()
+    one = rp.plot_job_schedules(outcome, tmp_path / "a.png")
+    del outcome.scores["uniform"]  # one candidate fewer: its (green) line is gone
+    two = rp.plot_job_schedules(outcome, tmp_path / "b.png")
+    green = tuple(round(0.75 * c + 0.25 * 255) for c in (44, 160, 44))  # tab:green, alpha .75
+    assert _color_pixels(one, green) > 50 and _color_pixels(two, green) < 5

@@ -98,7 +98,7 @@ def test_submit_progress_publish_and_every_format(service_stack):
         assert report.status_code == 200, report.text
         assert report.json()["source"] == body["source"]
         assert str(stack.artifacts) not in report.text, "no server path in a served report"
-        for png in ("grid.png", "fd_vs_nfe.png"):
+        for png in ("grid.png", "fd_vs_nfe.png", "schedule.png"):
             image = http.get(f"/jobs/{job['id']}/report/{png}")
             assert image.status_code == 200, (png, image.text[:300])
             assert image.content[:8] == b"\x89PNG\r\n\x1a\n"
@@ -178,13 +178,13 @@ def test_sigkilled_worker_job_resumes_on_a_new_worker_with_one_schedule(service_
 def test_embedded_runner_completes_a_trust_region_job_on_sqlite(make_settings, tmp_path):
     from fastapi.testclient import TestClient
 
-    from api.app import create_app
+    from ld3_cli.server import build_app
     from worker.dispatch import EmbeddedDispatcher, reset_dispatchers
 
     settings = make_settings(database_url=f"sqlite:///{tmp_path / 'embedded.db'}")
     assert settings.embedded
     try:
-        with TestClient(create_app(settings)) as client:
+        with TestClient(build_app(settings)) as client:
             assert isinstance(client.app.state.dispatcher, EmbeddedDispatcher)
             resp = client.post("/jobs", json={"kind": "trust_region", "model": MODEL,
                                               "solver": "dpm++", "order": 2, "nfe": 4,

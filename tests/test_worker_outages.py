@@ -47,11 +47,11 @@ def _problem(resp: Any, status: int) -> dict[str, Any]:
 
 
 def _app(settings: Any) -> TestClient:
-    from api.app import create_app
+    from ld3_cli.server import build_app
     from registry.db import init_db
 
     init_db(settings)
-    return TestClient(create_app(settings))
+    return TestClient(build_app(settings))
 
 
 def test_redis_outage_gives_503_and_recovers_without_restart(

@@ -50,7 +50,7 @@ def _poll(client: TestClient, job_id: str, until: Any, timeout: float) -> dict[s
 def test_sigkilled_worker_job_finishes_on_another_within_the_bound(
     tmp_path, redis_url, service_env, start_process, monkeypatch
 ):
-    from api.app import create_app
+    from ld3_cli.server import build_app
     from registry.settings import Settings
     from worker.dispatch import reset_dispatchers
 
@@ -70,7 +70,7 @@ def test_sigkilled_worker_job_finishes_on_another_within_the_bound(
         settings = Settings(database_url=url, broker_url=redis_url, artifacts_dir=Path(
             env["LD3_ARTIFACTS_DIR"]), auto_migrate=False)
         try:
-            client = TestClient(create_app(settings), raise_server_exceptions=False)
+            client = TestClient(build_app(settings), raise_server_exceptions=False)
             created = client.post("/jobs", json={
                 "kind": "ld3", "model": MODEL, "solver": "unipc", "order": 2, "nfe": 6,
                 "options": {"n_train": 8, "n_val": 6, "epochs": 30, "teacher_nfe": 10,

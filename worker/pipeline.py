@@ -283,7 +283,7 @@ class _JobRun:
             extra={"job_id": self.job_id, "kind": job.kind, "options": dict(job.options or {})},
         )
         files = {"report_json": names["report_json"], "grid_png": names["grid"],
-                 "fd_plot_png": names["fd_vs_nfe"]}
+                 "fd_plot_png": names["fd_vs_nfe"], "schedule_png": names["schedule"]}
         return {kind: self.paths.rel(self.paths.report_dir / name)
                 for kind, name in files.items() if _exists(self.paths.report_dir / name)}
 

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import (
-    LimitQuery,
+    PROBLEM,
     NfeQuery,
-    OffsetQuery,
+    NoiseSchedulesDep,
     OrderQuery,
-    get_session,
+    PageDep,
+    SessionDep,
+    SettingsDep,
+    get_noise_schedules,
     get_settings,
-    page_bounds,
-    page_links,
 )
 from api.lookup_cache import Entry, encode, request_key
+from api.pagination import Page, make_page
 from api.problems import Problem
 from api.schedule_service import (
     NoiseScheduleResolver,
@@ -30,7 +32,7 @@ from api.schedule_service import (
     export_formats,
     interpolate,
 )
-from api.schemas import ScheduleOut, SchedulePage
+from api.schemas import ScheduleOut
 from api.serialize import schedule_id_url, schedule_out
 from api.validation import spec_problem
 from ld3_core.spec import ScheduleRequest, SpecError
@@ -38,19 +40,12 @@ from registry.schedules import best_schedule, get_schedule, list_schedules
 from registry.settings import Settings
 
 router = APIRouter(tags=["schedules"])
-SessionDep = Annotated[Session, Depends(get_session)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 FormatQuery = Annotated[
     str, Query(alias="format", description="native | diffusers | k-diffusion | comfyui",
                max_length=32, json_schema_extra={"enum": list(export_formats())})
 ]
 IfNoneMatch = Annotated[str | None, Header(alias="If-None-Match")]
-PROBLEM = {"content": {"application/problem+json": {}}}
 IMMUTABLE = "max-age=31536000, immutable"
-
-
-def _resolver(request: Request) -> NoiseScheduleResolver:
-    return request.app.state.noise_schedules
 
 
 def _check_format(fmt: str) -> None:
@@ -78,13 +73,16 @@ def _respond(
 
 
 def _render(
-    request: Request, session: Session, fmt: str, record: dict[str, Any], sched: Any
+    resolver: NoiseScheduleResolver, session: Session, fmt: str, record: dict[str, Any],
+    sched: Any,
 ) -> dict[str, Any]:
+    """The body of a schedule ``record`` in ``fmt``: the native one validated through
+    :class:`ScheduleOut`, or an export format (needs the model's noise schedule)."""
     if fmt == "native":
         return ScheduleOut.model_validate(record).model_dump(mode="json")
     if sched is None:
         row = get_schedule(session, record["schedule_id"]) if record["schedule_id"] else None
-        sched = _resolver(request).schedule_for(session, record["model"], row)
+        sched = resolver.schedule_for(session, record["model"], row)
     return export(fmt, record, sched)
 
 
@@ -98,32 +96,21 @@ def _meta_headers(record: dict[str, Any]) -> dict[str, str]:
     return headers
 
 
-@router.get("/schedules", response_model=SchedulePage, summary="List published schedules")
+@router.get("/schedules", response_model=Page[ScheduleOut], summary="List published schedules")
 def list_all_schedules(
     request: Request,
     session: SessionDep,
-    settings: SettingsDep,
+    page: PageDep,
     model: Annotated[str | None, Query(max_length=255)] = None,
     solver: Annotated[str | None, Query(max_length=32)] = None,
     order: OrderQuery = None,
     nfe: NfeQuery = None,
-    limit: LimitQuery = None,
-    offset: OffsetQuery = 0,
-) -> dict:
+) -> Page[ScheduleOut]:
     """Published schedules (native format), newest first, filtered and paginated."""
-    lim, off = page_bounds(settings, limit, offset)
-    rows, total = list_schedules(
-        session, model_id=model, solver=solver, order=order, nfe=nfe, limit=lim, offset=off
-    )
-    nxt, prev = page_links(request, total, lim, off)
-    return {
-        "items": [schedule_out(r) for r in rows],
-        "total": total,
-        "limit": lim,
-        "offset": off,
-        "next": nxt,
-        "prev": prev,
-    }
+    rows, total = list_schedules(session, model_id=model, solver=solver, order=order, nfe=nfe,
+                                 limit=page.limit, offset=page.offset)
+    items = [ScheduleOut.model_validate(schedule_out(r)) for r in rows]
+    return make_page(request, items, total, page)
 
 
 @router.get(
@@ -133,19 +120,22 @@ def list_all_schedules(
 )
 def read_schedule_by_id(
     schedule_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
-    request: Request,
     session: SessionDep,
     settings: SettingsDep,
+    resolver: NoiseSchedulesDep,
     fmt: FormatQuery = "native",
     if_none_match: IfNoneMatch = None,
 ) -> Response:
-    """A published schedule never changes: ``Cache-Control: immutable`` and a strong ETag."""
+    """A published schedule never changes: ``Cache-Control: immutable`` and a strong ETag.
+
+    The body is :class:`ScheduleOut` (native) or an export format, hashed into the ETag, so
+    the route builds its response itself (304 when ``If-None-Match`` matches)."""
     _check_format(fmt)
     row = get_schedule(session, schedule_id)
     if row is None:
         raise Problem(404, f"schedule {schedule_id} does not exist", slug="not-found")
     record = schedule_out(row)
-    body = _render(request, session, fmt, record, None)
+    body = _render(resolver, session, fmt, record, None)
     return _respond(settings, body, IMMUTABLE, if_none_match, _meta_headers(record))
 
 
@@ -172,13 +162,14 @@ def _lookup_entry(
     fmt: str,
 ) -> Entry:
     """Build the cacheable answer of a lookup from the database (one session)."""
+    resolver = get_noise_schedules(request)
     with request.app.state.sessionmaker() as session:
         row = best_schedule(session, model, solver, order, nfe)
         if row is not None:
             record, sched = schedule_out(row), None
             cache = f"max-age={settings.schedule_max_age_s}"
         else:
-            found = interpolate(session, _resolver(request), model, solver, order, nfe)
+            found = interpolate(session, resolver, model, solver, order, nfe)
             if found is None:
                 raise Problem(
                     404,
@@ -188,7 +179,7 @@ def _lookup_entry(
                 )
             record, sched = found
             cache = f"max-age={settings.interpolated_max_age_s}"
-        body = _render(request, session, fmt, record, sched)
+        body = _render(resolver, session, fmt, record, sched)
     scope = "private" if settings.reads_require_token else "public"
     etag = etag_of(body)
     headers = {"ETag": etag, "Cache-Control": f"{scope}, {cache}", **_meta_headers(record)}
@@ -224,7 +215,7 @@ async def read_schedule(
     Answers come from a per-process cache (:mod:`api.lookup_cache`): a schedule published by
     another process is served at most LD3_SCHEDULE_CACHE_CHECK_S (1 s) later.
     """
-    settings: Settings = request.app.state.settings
+    settings = get_settings(request)  # a plain call: this hot path takes no dependencies
     model, solver, order_, nfe = _parse_key(settings, key, order)
     _check_format(fmt)
     cache = request.app.state.lookup_cache
