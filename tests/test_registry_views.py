@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 from api_helpers import database_fixtures, publish_fake_result
 
+from ld3_core.spec import JobSpec
 from registry import catalog, db
 from registry import jobs as jr
 from registry.artifacts import add_artifact
@@ -26,8 +27,7 @@ def session(url: str):
 def test_job_views_bundle_schedule_and_artifact_kinds(session, url):
     done = publish_fake_result(url, artifacts={"report_json": "r/report.json",
                                                "grid_png": "r/grid.png"})
-    queued, _ = jr.create_job(session, kind="ld3", model_id="builtin:gmm-digits",
-                              solver="unipc", order=2, nfe=5)
+    queued, _ = jr.create_job(session, JobSpec.parse("ld3", "builtin:gmm-digits", "unipc", 5, 2))
     add_artifact(session, queued.id, "checkpoint", "c/ckpt.pt")
     jobs, total = jr.list_jobs(session)
     assert total == 2

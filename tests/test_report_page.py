@@ -23,6 +23,7 @@ from report_helpers import write_synthetic_report
 from api.app import create_app
 from api.negotiation import prefers_html
 from api.report_page import render_report_page
+from ld3_core.spec import JobSpec
 from registry import db
 from registry.jobs import claim_job, create_job, mark_failed, update_progress
 from registry.settings import Settings
@@ -149,8 +150,8 @@ def test_a_heuristic_win_names_the_heuristic_and_the_learned_candidate(url, tmp_
 def test_user_text_is_escaped(url, client):
     hostile = '<script>alert("x")</script>&<img src=x onerror=alert(1)>'
     with db.session_scope(Settings(database_url=url)) as s:
-        job, _ = create_job(s, kind="trust_region", model_id="org/<b>m</b>", solver="unipc",
-                            order=2, nfe=4, options={"prompts": [hostile]})
+        job, _ = create_job(s, JobSpec.parse("trust_region", "org/<b>m</b>", "unipc", 4, 2,
+                                            {"prompts": [hostile]}))
     page = client.get(f"/jobs/{job.id}/report", headers={"Accept": BROWSER}).text
     assert "<script" not in page and "<b>m</b>" not in page and "<img src=x" not in page
     assert "org/&lt;b&gt;m&lt;/b&gt;" in page
@@ -160,8 +161,7 @@ def test_user_text_is_escaped(url, client):
 def test_an_unfinished_job_gets_a_page_with_its_state(url, client):
     settings = Settings(database_url=url)
     with db.session_scope(settings) as s:
-        job, _ = create_job(s, kind="ld3", model_id="builtin:gmm-digits", solver="unipc",
-                            order=2, nfe=6)
+        job, _ = create_job(s, JobSpec.parse("ld3", "builtin:gmm-digits", "unipc", 6, 2))
     queued = client.get(f"/jobs/{job.id}/report", headers={"Accept": BROWSER})
     assert queued.status_code == 200 and "The job is queued" in queued.text
     assert '<meta http-equiv="refresh"' in queued.text
