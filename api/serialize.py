@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ld3_client.urls import job_path, schedule_path
+from ld3_core.spec import JOB_STAGES, stage_fraction
 from registry.orm import (
     ARTIFACT_FD_PLOT_PNG,
     ARTIFACT_GRID_PNG,
@@ -33,12 +34,9 @@ def job_url(job_id: str) -> str:
 
 def stage_progress(kind: str, stage: str | None, progress: float) -> float | None:
     """The fraction (0..1) of a job's current stage done, from its overall ``progress`` and
-    the stage weights of its kind (:data:`worker.pipeline.STAGES`); None outside those stages
-    (``queued``, ``starting``, ``published``, ``failed``, ``cancelled``)."""
-    from worker.pipeline import STAGES
-    from worker.progress import stage_fraction
-
-    stages = STAGES.get(kind)
+    the stage weights of its kind (:data:`ld3_core.spec.JOB_STAGES`); None outside those
+    stages (``queued``, ``starting``, ``published``, ``failed``, ``cancelled``)."""
+    stages = JOB_STAGES.get(kind)
     return stage_fraction(stages, stage, progress) if stages else None
 
 

@@ -15,6 +15,8 @@ without loading the science.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,6 +44,12 @@ JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 ACTIVE_STATES: tuple[str, ...] = ("queued", "running")
 TERMINAL_STATES: tuple[str, ...] = ("succeeded", "failed", "cancelled")
 
+JOB_STAGES: dict[str, tuple[tuple[str, float], ...]] = {
+    "ld3": (("optimize", 0.93), ("report", 0.05), ("publish", 0.02)),
+    "trust_region": (("optimize", 0.9), ("report", 0.07), ("publish", 0.03)),
+}
+"""The stages a job of each kind runs, in order, with their share of its overall progress."""
+
 MODEL_KINDS: tuple[str, ...] = ("pixel", "latent", "text2img")
 ModelKind = Literal["pixel", "latent", "text2img"]
 PREDICTIONS: tuple[str, ...] = ("eps", "x0", "v", "flow")
@@ -61,6 +69,33 @@ EXPORT_FORMATS: tuple[str, ...] = ("native", "diffusers", "k-diffusion", "comfyu
 
 MAX_NFE = 1000
 """Hard ceiling on the NFE of any request; the service's own limit (LD3_MAX_NFE) is lower."""
+
+
+def stage_spans(stages: Sequence[tuple[str, float]]) -> dict[str, tuple[float, float]]:
+    """Each stage's share ``(start, end)`` of the overall [0, 1], from ``(name, weight)``
+    pairs in run order. Raises ValueError for no stages or a total weight <= 0."""
+    total = float(sum(w for _, w in stages))
+    if not stages or total <= 0:
+        raise ValueError("stages must be a non-empty sequence of (name, weight > 0)")
+    spans: dict[str, tuple[float, float]] = {}
+    start = 0.0
+    for name, weight in stages:
+        spans[name] = (start / total, (start + weight) / total)
+        start += weight
+    return spans
+
+
+def stage_fraction(
+    stages: Sequence[tuple[str, float]], stage: str | None, overall: float
+) -> float | None:
+    """The fraction (0..1) of ``stage`` done when the job's overall fraction is ``overall``;
+    None for a stage that is not one of ``stages`` (``queued``, ``published``, ...)."""
+    span = stage_spans(stages).get(str(stage)) if stage is not None else None
+    if span is None:
+        return None
+    lo, hi = span
+    value = float(overall) if math.isfinite(float(overall)) else lo
+    return min(1.0, max(0.0, (value - lo) / (hi - lo))) if hi > lo else 1.0
 
 
 class SpecError(ValueError):

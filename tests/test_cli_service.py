@@ -45,11 +45,11 @@ class FakeWorker(RecordingDispatcher):
         thread.start()
 
     def _run(self, job_id: str) -> None:
+        from ld3_core.spec import JOB_STAGES as STAGES
         from registry.db import get_sessionmaker
         from registry.jobs import claim_job
         from registry.schedules import publish_result
         from registry.settings import Settings
-        from worker.pipeline import STAGES
         from worker.progress import JobProgress
 
         maker = get_sessionmaker(Settings(database_url=self.url))
@@ -213,10 +213,10 @@ def test_submit_wait_shows_each_stage_and_the_summary(db_url, tmp_path, monkeypa
 
 
 def test_stage_progress_in_the_job_json(api, db_url):
+    from ld3_core.spec import JOB_STAGES as STAGES
     from registry.db import get_sessionmaker
     from registry.jobs import claim_job, update_progress
     from registry.settings import Settings
-    from worker.pipeline import STAGES
 
     job = api.post("/jobs", json={"kind": "ld3", "model": MODEL, "solver": "unipc", "nfe": 3},
                    headers={"Authorization": f"Bearer {TOKEN}"}).json()

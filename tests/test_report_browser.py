@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from api_helpers import free_port
+from fixtures.processes import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from ld3_core.spec import JobOptions, JobSpec
+from ld3_core.spec import JOB_STAGES, JobOptions, JobSpec
 from registry import jobs as job_repo
 from registry.errors import is_db_unavailable
 from registry.orm import ARTIFACT_TEACHER
@@ -43,10 +43,6 @@ from worker.progress import Cancelled, Heartbeat, JobProgress
 
 log = logging.getLogger(__name__)
 
-STAGES: dict[str, list[tuple[str, float]]] = {
-    "ld3": [("optimize", 0.93), ("report", 0.05), ("publish", 0.02)],
-    "trust_region": [("optimize", 0.9), ("report", 0.07), ("publish", 0.03)],
-}
 
 
 class RegistryUnavailable(RuntimeError):
@@ -123,7 +119,7 @@ class _JobRun:
         self.wopts = wopts
         self.paths = JobPaths(settings.artifacts_path, self.job_id)
         self.progress = JobProgress(
-            session_factory, self.job_id, STAGES[job.kind], interval=wopts.progress_interval
+            session_factory, self.job_id, JOB_STAGES[job.kind], interval=wopts.progress_interval
         )
         # a resumed job keeps the progress it had reached (the fraction never goes back)
         self.progress.fraction = float(job.progress or 0.0)
@@ -188,7 +184,7 @@ class _JobRun:
         # stored rows were validated by the API; checked again for rows written otherwise
         self.spec = JobSpec.parse(job.kind, job.model_id, job.solver, job.nfe, job.order,
                                   job.options)
-        self.progress.enter(STAGES[job.kind][0][0])
+        self.progress.enter(JOB_STAGES[job.kind][0][0])
         self.model = self._load_model()
         outcome = self._optimize()
         self.progress.enter("report")

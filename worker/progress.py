@@ -22,37 +22,11 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from ld3_core.ld3 import Cancelled
+from ld3_core.spec import stage_spans
 
 log = logging.getLogger(__name__)
 
 SessionFactory = Callable[[], Any]
-
-
-def stage_spans(stages: Sequence[tuple[str, float]]) -> dict[str, tuple[float, float]]:
-    """Each stage's share ``(start, end)`` of the overall [0, 1], from ``(name, weight)``
-    pairs in run order. Raises ValueError for no stages or a total weight <= 0."""
-    total = float(sum(w for _, w in stages))
-    if not stages or total <= 0:
-        raise ValueError("stages must be a non-empty sequence of (name, weight > 0)")
-    spans: dict[str, tuple[float, float]] = {}
-    start = 0.0
-    for name, weight in stages:
-        spans[name] = (start / total, (start + weight) / total)
-        start += weight
-    return spans
-
-
-def stage_fraction(
-    stages: Sequence[tuple[str, float]], stage: str | None, overall: float
-) -> float | None:
-    """The fraction (0..1) of ``stage`` done when the job's overall fraction is ``overall``;
-    None for a stage that is not one of ``stages`` (``queued``, ``published``, ...)."""
-    span = stage_spans(stages).get(str(stage)) if stage is not None else None
-    if span is None:
-        return None
-    lo, hi = span
-    value = float(overall) if math.isfinite(float(overall)) else lo
-    return min(1.0, max(0.0, (value - lo) / (hi - lo))) if hi > lo else 1.0
 
 
 class JobProgress:
