@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from ld3_cli.errors import CLIError
+from ld3_core.extras import require
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -43,6 +44,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------- serve
 def cmd_serve(args: argparse.Namespace) -> int:
     """``ld3 serve``: the API under uvicorn; refuses a non-loopback host without a token."""
+    for module in ("fastapi", "uvicorn"):
+        require(module, "the API")
     settings = load_settings()
     port = args.port
     if port is None:
@@ -71,6 +74,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             "LD3_BROKER_URL is not set: a worker needs the Redis broker "
             "(in embedded mode `ld3 serve` runs the jobs itself)", 2,
         )
+    require("celery", "a Celery worker")
     from worker.config import get_worker_settings
 
     concurrency = args.concurrency or get_worker_settings().concurrency
@@ -103,11 +107,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         init_db(settings)
     except OperationalError as exc:
         raise CLIError(f"cannot reach the database: {str(exc.orig).splitlines()[0]}") from None
-    print(f"ld3 migrate: {_safe_url(str(settings.database_url))} is at head", file=sys.stderr)
+    print(f"ld3 migrate: {safe_url(str(settings.database_url))} is at head", file=sys.stderr)
     return 0
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     """The URL without its password."""
     try:
         from sqlalchemy.engine import make_url
@@ -119,6 +123,7 @@ def _safe_url(url: str) -> str:
 
 # -------------------------------------------------------------------------------- client
 def _client(args: argparse.Namespace) -> Any:
+    require("httpx", "the API client")
     from ld3_cli.client import APIClient
 
     return APIClient(args.url, args.token, args.timeout)

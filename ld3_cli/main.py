@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from ld3_cli.errors import CLIError
+from ld3_core.extras import explain_missing
 
 EXPORT_FORMATS = ("native", "diffusers", "k-diffusion", "comfyui")
 SOLVERS = ("euler", "dpm++", "unipc", "ipndm")
@@ -96,8 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="embedded demo on a built-in model (no servers)",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    demo.add_argument("--workdir", default=os.path.join(".ld3", "demo"),
-                      help="folder of the demo's SQLite file and artifacts")
+    demo.add_argument("--workdir", default=None,
+                      help="folder of the SQLite file (ld3.db) and artifacts; default: the "
+                           "store `ld3 serve` uses (LD3_HOME, LD3_DATABASE_URL: ./.ld3)")
     demo.add_argument("--model", default="builtin:unet-digits", help="built-in model id")
     demo.add_argument("--solver", default="unipc", choices=SOLVERS, help="sampler")
     demo.add_argument("--order", type=_positive_int, default=2, help="sampler order")
@@ -175,6 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as exc:
         print(f"ld3 {args.command}: error: {exc}", file=sys.stderr)
         return exc.code
+    except ImportError as exc:
+        hint = explain_missing(exc)
+        if hint is None:
+            raise
+        print(f"ld3 {args.command}: error: {hint}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"ld3 {args.command}: interrupted", file=sys.stderr)
         return 130

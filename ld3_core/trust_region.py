@@ -1,5 +1,5 @@
 """Trust-region optimized time steps (Xue et al. 2024, "Accelerating Diffusion Sampling with
-Optimized Time Steps"); the objective is written out in ``design/trust-region.md``.
+Optimized Time Steps"); the objective and its weights are described in docs/trust-region.md.
 
 The variables are the interior half log-SNR values ``lambda_1 < ... < lambda_{N-1}`` (the ends
 ``lambda_0 = lambda(t_max)`` and ``lambda_N = lambda(t_min)`` are fixed). With data prediction,
@@ -191,7 +191,7 @@ def lagrange_weights(lam: Tensor | np.ndarray, steps: Any, k: int) -> np.ndarray
     lam: (N+1,) increasing half log-SNR values; steps: step indices (each ``>= k-1``).
     Returns (S, k) float64: ``J[:, j] = int_{lam_s}^{lam_{s+1}} e^lambda L_j(lambda) dlambda``
     with ``L_j`` the Lagrange basis polynomial of node ``lam_{s-k+1+j}`` (j = k-1 is the
-    newest node ``lam_s``), as in design/trust-region.md for k = 1, 2, 3.
+    newest node ``lam_s``); for k = 1, 2, 3 these are the paper's closed forms.
     """
     lam_np = np.asarray(torch.as_tensor(lam, dtype=torch.float64).detach().cpu().numpy())
     steps_np = np.atleast_1d(np.asarray(steps, dtype=np.int64))

@@ -1,4 +1,4 @@
-"""Heuristic discretizations equal their formulas (design/numerics.md), computed here in numpy."""
+"""Heuristic discretizations equal their formulas (ld3_core.heuristics), computed here in numpy."""
 
 from __future__ import annotations
 

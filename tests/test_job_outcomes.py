@@ -1,4 +1,4 @@
-"""A job always ends succeeded / failed / cancelled (issue 15), through HTTP with the real
+"""A job always ends succeeded / failed / cancelled, through HTTP with the real
 in-process runner on SQLite and PostgreSQL: an unwritable artifacts folder, and an error text
 the database cannot store (NUL, lone surrogate), both end ``failed`` with a readable error."""
 

@@ -44,7 +44,7 @@ class ShiftedVP(schedules.NoiseSchedule):
 
 
 def _closed_forms(lam: np.ndarray, s: int, k: int) -> list[float]:
-    """The weights of design/trust-region.md, written out, for step s of order k."""
+    """The paper's closed-form weights, written out, for step s of order k."""
     h = np.diff(lam)
     el = np.exp(lam)
 

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ld3_core.extras import require
 from ld3_core.models.wrapper import DiffusionModel
 from ld3_core.schedules import DiscreteVP
 
@@ -84,8 +85,7 @@ def schedule_from_scheduler_config(config: dict[str, Any]) -> DiscreteVP:
     what that scheduler uses; a zero-SNR last entry (alphas_cumprod = 0) is replaced by
     2**-24 as diffusers does. Raises ValueError for configs that are not discrete VP.
     """
-    import diffusers
-
+    diffusers = require("diffusers", "a diffusers scheduler config")
     cfg = {k: v for k, v in dict(config).items()}
     if cfg.get("use_flow_sigmas") or cfg.get("prediction_type") == "flow_prediction" or str(
             cfg.get("_class_name", "")).startswith("FlowMatch"):
@@ -268,7 +268,7 @@ def inspect_folder(folder: Path, scheduler: Any = None) -> dict[str, Any]:
 
 # -- component loading ------------------------------------------------------------------------
 def _load_diffusers_module(folder: Path, dtype: torch.dtype | None, device: Any) -> Any:
-    import diffusers
+    diffusers = require("diffusers", "a diffusers model")
 
     name = _class_name(folder)
     cls = getattr(diffusers, str(name), None)
@@ -361,8 +361,7 @@ class PromptEncoder:
 
 
 def _load_text_stack(info: dict[str, Any], dtype: torch.dtype | None, device: Any):
-    import transformers
-
+    transformers = require("transformers", "a text-to-image model's text encoder")
     te_cfg = _read_json(info["text_encoder"] / "config.json")
     arch = (te_cfg.get("architectures") or ["CLIPTextModel"])[0]
     te_cls = getattr(transformers, arch, None) or transformers.CLIPTextModel
@@ -435,7 +434,9 @@ def load_diffusers(path_or_hub_id: str, **options: Any) -> DiffusionModel:
     Raises:
         ValueError: unknown options, a missing/unsupported folder, an unreachable hub id, bad
             prompts, or guidance on a model without an unconditional input.
+        MissingExtraError: diffusers is not installed (the ``diffusers`` extra).
     """
+    require("diffusers", f"loading the diffusers model {path_or_hub_id!r}")
     from ld3_core.models.families import detect_family, load_family
 
     unknown = sorted(set(options) - set(_OPTIONS) - set(_FAMILY_OPTIONS))
