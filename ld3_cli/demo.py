@@ -82,7 +82,7 @@ def run_demo(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CLIError(str(exc), 2) from None
 
-    settings = demo_settings(args.workdir)
+    settings = demo_settings(getattr(args, "workdir", None))
     from registry import create_job
     from registry.db import get_sessionmaker, init_db
     from worker.dispatch import EmbeddedDispatcher

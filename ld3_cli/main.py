@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="embedded demo on a built-in model (no servers)",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    demo.add_argument("--workdir", default=None,
+    demo.add_argument("--workdir", default=argparse.SUPPRESS,
                       help="folder of the SQLite file (ld3.db) and artifacts; default: the "
                            "store `ld3 serve` uses (LD3_HOME, LD3_DATABASE_URL: ./.ld3)")
     demo.add_argument("--model", default="builtin:unet-digits", help="built-in model id")
