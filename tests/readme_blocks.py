@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,3 +118,10 @@ def with_port(text: str, port: int) -> str:
     for host in DEFAULT_HOSTS:
         text = text.replace(host, f"{host.split(':')[0]}:{port}")
     return text
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -25,6 +25,7 @@ import pytest
 from readme_blocks import (
     Block,
     code_blocks,
+    free_port,
     is_pip_install,
     is_serve,
     is_test_suite,
@@ -185,8 +186,6 @@ class ReadmeRun:
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_every_readme_block_runs_in_order(tmp_path):
-    from conftest import free_port
-
     run = ReadmeRun(tmp_path, free_port())
     try:
         for block in code_blocks(README):
