@@ -1,4 +1,4 @@
-"""Analytic Gaussian-mixture models for the generalization benchmark (issue 12, item 5).
+"""Analytic Gaussian-mixture models for the generalization benchmark.
 
 Every model is a :class:`~ld3_core.models.gmm.GaussianMixture` wrapped by
 :func:`~ld3_core.models.gmm.gmm_model`: x0 prediction with the exact posterior mean

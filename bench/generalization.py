@@ -12,7 +12,7 @@ D 16-512; 2-64 modes; overlapping / separated; anisotropic; VPLinear, VPCosine, 
 teacher is the *exact* ODE solution (:func:`ld3_core.reference.exact_solution`, DOP853 at rtol
 1e-8, float64), plus ``builtin:unet-digits`` (teacher: the default UniPC-3 teacher).
 
-Targets (issue 12): <= 0.70 at NFE 4 and <= 0.85 at NFE 6-8 in every analytic cell; nowhere
+Targets: <= 0.70 at NFE 4 and <= 0.85 at NFE 6-8 in every analytic cell; nowhere
 above 1.0 beyond the interval (the selection rule guarantees a published ratio <= 1).
 
 Usage::

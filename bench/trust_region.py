@@ -12,7 +12,7 @@ Prints two tables:
 
 Variants: ``paper`` (trunc 3 at every NFE, as the authors' step_optim.py), ``stepwise``, and
 ``paper-trunc0`` (bench only: the paper objective with trunc 0 above NFE 7, the rule of the
-step_optim.py comment and of this project before issue 12).
+step_optim.py comment and of an earlier version of this project).
 
     python bench/trust_region.py                       # full run (a few minutes on 1 core)
     python bench/trust_region.py --quick               # NFE 5, 6, 8, 10, n = 16

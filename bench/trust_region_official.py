@@ -5,8 +5,8 @@ the exact ODE solution (64 fixed x_T) divided by the logSNR-steps error, for:
 
 - ``paper``: ``optimize(variant="paper")`` (orders 1-2-3..3-2-1, trunc 3, our optimizer);
 - ``sampler-orders``: ``optimize(variant="stepwise", trunc=3)``: the same trunc-3 objective
-  with the sampler's own orders (1-2..2-1 for order 2), i.e. ``variant="paper"`` before
-  issue 12 at NFE <= 7;
+  with the sampler's own orders (1-2..2-1 for order 2), i.e. an earlier version's
+  ``variant="paper"`` at NFE <= 7;
 - ``fd``: the paper objective minimized as the authors' step_optim.py does: SciPy
   ``trust-constr`` with finite-difference gradients and default limits, constraint
   ``lambda_{i+1} >= lambda_i``, from uniform lambda (our code, their settings).

@@ -12,9 +12,8 @@ from ld3_cli import connect
 from ld3_cli.args import TERMINAL_STATES
 from ld3_cli.args import port as tcp_port
 from ld3_cli.errors import CLIError, note
-from ld3_cli.settings import load_settings
-
-TERMINAL = TERMINAL_STATES  # the states a job ends in
+from ld3_cli.settings import load_settings, safe_url
+from ld3_core.extras import require
 
 
 def _print_json(data: Any) -> None:
@@ -32,6 +31,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------- serve
 def cmd_serve(args: argparse.Namespace) -> int:
     """``ld3 serve``: the API under uvicorn; refuses a non-loopback host without a token."""
+    for module in ("fastapi", "uvicorn"):
+        require(module, "the API")
     settings = load_settings()
     port = args.port
     if port is None:
@@ -63,6 +64,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             "LD3_BROKER_URL is not set: a worker needs the Redis broker "
             "(in embedded mode `ld3 serve` runs the jobs itself)", 2,
         )
+    require("celery", "a Celery worker")
     from worker.config import get_worker_settings
 
     concurrency = args.concurrency or get_worker_settings().concurrency
@@ -95,18 +97,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         init_db(settings)
     except OperationalError as exc:
         raise CLIError(f"cannot reach the database: {str(exc.orig).splitlines()[0]}") from None
-    note("migrate", f"{_safe_url(str(settings.database_url))} is at head")
+    note("migrate", f"{safe_url(str(settings.database_url))} is at head")
     return 0
-
-
-def _safe_url(url: str) -> str:
-    """The URL without its password."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001
-        return url
 
 
 # -------------------------------------------------------------------------------- client

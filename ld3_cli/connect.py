@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from ld3_cli.errors import CLIError
-from ld3_client import ServiceClient
+from ld3_core.extras import require
+
+if TYPE_CHECKING:
+    from ld3_client.client import ServiceClient
 
 
 def open_client(args: argparse.Namespace) -> ServiceClient:
     """A :class:`ServiceClient` for ``--url``, ``--token`` and ``--timeout``; a URL that is
-    not http(s) -> CLIError (exit 2)."""
+    not http(s) -> CLIError (exit 2). Needs httpx (the ``service`` extra)."""
+    require("httpx", "the API client")
+    from ld3_client.client import ServiceClient
+
     try:
         return ServiceClient(args.url, args.token, args.timeout)
     except ValueError:

@@ -1,11 +1,16 @@
 """``ld3 demo``: the embedded service end to end, on a built-in model, with no servers.
 
-A SQLite registry and an artifacts folder under ``--workdir``; the jobs are created with the
-registry functions the API uses and run by the embedded runner (the same
-:func:`worker.pipeline.run_job` as a Celery worker). Prints, per job, the published schedule
-(the winner: learned, or the best heuristic when no learned candidate beats it beyond the
-interval), its gain over the best heuristic with the 95 % interval, every candidate's held-out
-FD, and the paths of the report files (JSON + PNGs).
+The jobs go to the same store ``ld3 serve`` and the other commands use by default (the
+``LD3_*`` settings: a SQLite file ``.ld3/ld3.db`` and artifacts in ``.ld3/artifacts``), so a
+server started afterwards lists them and serves their schedules; ``--workdir D`` uses
+``D/ld3.db`` and ``D/artifacts`` instead (what ``LD3_HOME=D`` gives the server). The jobs are
+created with the registry functions the API uses and run by the embedded runner (the same
+:func:`worker.pipeline.run_job` as a Celery worker), whatever ``LD3_BROKER_URL`` says. Every
+run adds new jobs; the teacher pairs of an earlier run are reused.
+
+Prints, per job, the published schedule (the winner: learned, or the best heuristic when no
+learned candidate beats it beyond the interval), its gain over the best heuristic with the
+95 % interval, every candidate's held-out FD, and the paths of the report files (JSON + PNGs).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 
 from ld3_cli.args import JOB_KINDS
 from ld3_cli.errors import CLIError, note
-from ld3_cli.settings import load_settings
+from ld3_cli.settings import load_settings, safe_url
 
 
 def _job_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:
@@ -32,6 +37,21 @@ def _job_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:
     elif args.report_nfes:
         options["report_nfes"] = list(args.report_nfes)
     return options
+
+
+def demo_settings(workdir: str | None) -> Any:
+    """The settings the demo runs with: the ``LD3_*`` settings (the store ``ld3 serve`` uses)
+    with the in-process runner; ``workdir`` (if given) replaces the home folder, database and
+    artifacts with ``<workdir>/ld3.db`` and ``<workdir>/artifacts``."""
+    if workdir is None:
+        return load_settings(broker_url=None)
+    home = Path(workdir).expanduser().resolve()
+    return load_settings(
+        home=home,
+        database_url=f"sqlite:///{(home / 'ld3.db').as_posix()}",
+        broker_url=None,
+        artifacts_dir=home / "artifacts",
+    )
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -57,13 +77,7 @@ def run_demo(args: argparse.Namespace) -> int:
     except SpecError as exc:
         raise CLIError(str(exc), 2) from None
 
-    workdir = Path(args.workdir).expanduser().resolve()
-    settings = load_settings(
-        home=workdir,
-        database_url=f"sqlite:///{(workdir / 'demo.db').as_posix()}",
-        broker_url=None,
-        artifacts_dir=workdir / "artifacts",
-    )
+    settings = demo_settings(getattr(args, "workdir", None))
     from registry import create_job
     from registry.db import get_sessionmaker, init_db
     from worker.dispatch import EmbeddedDispatcher
@@ -76,7 +90,7 @@ def run_demo(args: argparse.Namespace) -> int:
             job, _ = create_job(session, spec)
             job_ids.append(str(job.id))
     note("demo", f"{args.model}, {args.solver} order {args.order}, NFE {args.nfe}; "
-                 f"registry {workdir / 'demo.db'}")
+                 f"registry {safe_url(str(settings.database_url))}")
     runner = EmbeddedDispatcher(settings, maker, recover=False).start()
     ok = True
     try:

@@ -37,6 +37,7 @@ from ld3_cli.args import (
     positive_int,
 )
 from ld3_cli.errors import CLIError, from_service_error, note
+from ld3_core.extras import explain_missing
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="embedded demo on a built-in model (no servers)",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    demo.add_argument("--workdir", default=os.path.join(".ld3", "demo"),
-                      help="folder of the demo's SQLite file and artifacts")
+    demo.add_argument("--workdir", default=argparse.SUPPRESS,
+                      help="folder of the SQLite file (ld3.db) and artifacts; default: the "
+                           "store `ld3 serve` uses (LD3_HOME, LD3_DATABASE_URL: ./.ld3)")
     demo.add_argument("--model", default="builtin:unet-digits", help="built-in model id")
     demo.add_argument("--solver", default="unipc", choices=SOLVERS, help="sampler")
     demo.add_argument("--order", type=positive_int, default=2, help="sampler order")
@@ -143,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(argv: Sequence[str] | None) -> int:
-    from ld3_client import ServiceError
+    from ld3_client.errors import ServiceError
 
     parser = build_parser()
     try:
@@ -162,6 +164,11 @@ def _run(argv: Sequence[str] | None) -> int:
         return _fail(args.command, from_service_error(exc))
     except CLIError as exc:
         return _fail(args.command, exc)
+    except ImportError as exc:
+        hint = explain_missing(exc)
+        if hint is None:
+            raise
+        return _fail(args.command, CLIError(hint))
     except KeyboardInterrupt:
         note(args.command, "interrupted")
         return 130

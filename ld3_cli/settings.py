@@ -20,3 +20,13 @@ def load_settings(**overrides: Any) -> Any:
         err = exc.errors()[0]
         name = "LD3_" + ".".join(str(p) for p in err.get("loc", ())).upper()
         raise CLIError(f"invalid setting {name}: {err.get('msg')}", 2) from None
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001
+        return url

@@ -6,7 +6,8 @@ every error (unreachable API, 4xx/5xx answer) is a :class:`ServiceError` carryin
 problem+json body.
 """
 
-from ld3_client.client import ServiceClient
+from typing import Any
+
 from ld3_client.errors import ServiceError
 from ld3_client.urls import JOBS, MODELS, job_cancel_path, job_path, model_path, schedule_path
 
@@ -20,3 +21,12 @@ __all__ = [
     "model_path",
     "schedule_path",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # ServiceClient needs httpx (the ``service`` extra); the URL builders and ServiceError do not
+    if name == "ServiceClient":
+        from ld3_client.client import ServiceClient
+
+        return ServiceClient
+    raise AttributeError(f"module 'ld3_client' has no attribute {name!r}")

@@ -36,14 +36,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.schedulers.scheduling_utils import (
-    KarrasDiffusionSchedulers,
-    SchedulerMixin,
-    SchedulerOutput,
-)
 from torch import Tensor
 
+from ld3_core.extras import require
 from ld3_core.heuristics import discretize
 from ld3_core.models.diffusers_loader import PREDICTION_TYPES, schedule_from_scheduler_config
 from ld3_core.models.wrapper import DiffusionModel
@@ -51,6 +46,14 @@ from ld3_core.schedules import FlowMatch, NoiseSchedule, from_config
 from ld3_core.solvers import make_stepper
 from ld3_core.solvers.orders import canonical_solver, check_order
 from ld3_core.solvers.validation import check_model_timesteps, check_timesteps
+
+require("diffusers", "LD3Scheduler")  # one clear error naming the extra when it is missing
+from diffusers.configuration_utils import ConfigMixin, register_to_config  # noqa: E402
+from diffusers.schedulers.scheduling_utils import (  # noqa: E402
+    KarrasDiffusionSchedulers,
+    SchedulerMixin,
+    SchedulerOutput,
+)
 
 _SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule",
                   "trained_betas", "prediction_type", "rescale_betas_zero_snr")
@@ -258,6 +261,7 @@ class LD3Scheduler(SchedulerMixin, ConfigMixin):
         ``Authorization``). Raises ValueError when the service cannot be reached or answers
         with an error.
         """
+        require("httpx", "LD3Scheduler.from_service")
         from ld3_client import ServiceClient, ServiceError
 
         service = ServiceClient(url, timeout=timeout, http=client, headers=headers)

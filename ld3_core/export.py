@@ -127,6 +127,13 @@ def _diffusers(t: Tensor, mt: Tensor | None, schedule: NoiseSchedule) -> dict[st
         if not report["final_time_matches_sigma_min"]:
             notes.append("the schedule does not end at t = 1/N, but DPMSolverMultistepScheduler"
                          " always ends there (final_sigmas_type='sigma_min').")
+    else:
+        # integer train steps exist only for a model trained on N discrete steps
+        out["timesteps_unusable"] = (
+            f"{type(schedule).__name__} is a continuous-time schedule: there are no integer "
+            "train steps for DPMSolverMultistepScheduler(timesteps=); use LD3Scheduler "
+            "(ld3_scheduler.timesteps) or sigmas="
+        )
     if isinstance(schedule, FlowMatch):
         _flow_diffusers(t, schedule, out, schedulers, notes)
     if mt is not None:
@@ -235,7 +242,8 @@ def to_format(
         - ``diffusers``: ``sigmas`` (n+1 kd sigmas for ``EulerDiscreteScheduler
           .set_timesteps(sigmas=)``), ``timesteps`` (DiscreteVP only: n integer train steps,
           ``round(N t_i - 1)`` for i < n, for ``DPMSolverMultistepScheduler
-          .set_timesteps(timesteps=)``; ROUNDED, None when rounding collapses two steps),
+          .set_timesteps(timesteps=)``; ROUNDED; None when rounding collapses two steps or
+          the schedule is continuous, with the reason in ``timesteps_unusable``),
           ``ld3_scheduler`` (exact t and model times for :class:`LD3Scheduler`),
           ``schedulers`` (which class takes which argument, with the config to use), ``notes``.
         - ``k-diffusion``: ``sigmas`` = the n+1 kd sigmas (no trailing 0: a sampler fed them

@@ -14,8 +14,8 @@ schedule's continuous time ``t`` (u = i/N):
 Extra (accepted by :func:`discretize`, not in :data:`HEURISTICS`):
 
 - ``quadratic_tmin``: ``t_i = t_min + (1 - u)^2 (t_max - t_min)``: ``t - t_min`` quadratic in
-  the step index (eq. 8 of the LD3 paper's App. B.2 with rho = 2, and this project's
-  ``quadratic`` before issue 12). Both quadratics crowd the steps near t_min; this one puts
+  the step index (eq. 8 of the LD3 paper's App. B.2 with rho = 2; named ``quadratic`` in
+  earlier versions). Both quadratics crowd the steps near t_min; this one puts
   the late steps closer to t_min (e.g. VPLinear, N = 4: t_3 = 0.0634 vs 0.0749).
 
 :data:`HEURISTICS` are the four baselines every job compares (uniform, quadratic, edm,

@@ -1,5 +1,5 @@
 """Trust-region optimized time steps (Xue et al. 2024, "Accelerating Diffusion Sampling with
-Optimized Time Steps"); the objective is written out below.
+Optimized Time Steps"); the objective and its weights are described in docs/trust-region.md.
 
 The variables are the interior half log-SNR values ``lambda_1 < ... < lambda_{N-1}`` (the ends
 ``lambda_0 = lambda(t_max)`` and ``lambda_N = lambda(t_min)`` are fixed). With data prediction,

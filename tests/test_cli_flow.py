@@ -52,7 +52,7 @@ def test_demo_runs_both_jobs_and_writes_the_report(tmp_path, capsys):
     for png in pngs:
         assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert Path(png).is_relative_to(workdir)
-    assert (workdir / "demo.db").is_file()
+    assert (workdir / "ld3.db").is_file()
     reports = [json.loads(Path(p).read_text()) for p in re.findall(r"report_json\s+(\S+)", out)]
     # trust region: also scored at --report-nfes
     assert sorted(sorted(r["details"].get("other_nfes", {})) for r in reports) == [[], ["4"]]

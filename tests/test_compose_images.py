@@ -147,7 +147,7 @@ def test_dockerfile_bases_and_indexes_are_build_args_defaulting_to_the_public_on
     for text in (api, worker):
         assert '--index-url "$TORCH_INDEX_URL"' in text
         assert '--index-url "$PIP_INDEX_URL" -r /tmp/deps.txt' in text
-        assert "optional-dependencies']['models']" in text
+        assert "extras = ('service', 'diffusers', 'lpips', 'inception')" in text
 
 
 def test_both_dockerfiles_are_the_same_up_to_the_source_install():

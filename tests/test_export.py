@@ -71,6 +71,8 @@ def test_continuous_schedules_export_sigmas_only():
         t = discretize("edm", 5, sched)
         out = to_format("diffusers", t, sched)
         assert out["timesteps"] is None and "DPMSolverMultistepScheduler" not in out["schedulers"]
+        assert "continuous-time" in out["timesteps_unusable"]
+        assert type(sched).__name__ in out["timesteps_unusable"]
         torch.testing.assert_close(torch.tensor(out["sigmas"], dtype=torch.float64),
                                    sched.kd_sigma(t))
     edm = to_format("k-diffusion", discretize("edm", 5, EDM()), EDM())

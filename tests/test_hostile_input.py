@@ -1,6 +1,6 @@
 """Hostile client input through HTTP on SQLite and PostgreSQL: control characters in every
 body field, option, path and query parameter, out-of-range integers, deep JSON -> 422
-problem+json, nothing stored, never a 500 (issue 15)."""
+problem+json, nothing stored, never a 500."""
 
 from __future__ import annotations
 

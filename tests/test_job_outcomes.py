@@ -1,4 +1,4 @@
-"""A job always ends succeeded / failed / cancelled (issue 15), through HTTP with the real
+"""A job always ends succeeded / failed / cancelled, through HTTP with the real
 in-process runner on SQLite and PostgreSQL: an unwritable artifacts folder, and an error text
 the database cannot store (NUL, lone surrogate), both end ``failed`` with a readable error."""
 
@@ -13,10 +13,10 @@ from api_helpers import database_fixtures, settings_for
 from fastapi.testclient import TestClient
 
 from ld3_cli.server import build_app
+from ld3_core.spec import TERMINAL_STATES
 
 JOB = {"kind": "trust_region", "model": "builtin:gmm-digits", "solver": "unipc", "order": 2,
        "nfe": 4, "options": {"n_score_samples": 16, "seed": 1}}
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 module_url, url = database_fixtures("outcomes")
 
@@ -44,7 +44,7 @@ def wait_terminal(client: TestClient, job_id: str, timeout: float = 120.0) -> di
     job: dict[str, Any] = {}
     while time.monotonic() < deadline:
         job = client.get(f"/jobs/{job_id}").json()
-        if job["state"] in TERMINAL:
+        if job["state"] in TERMINAL_STATES:
             return job
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} never ended: {job}")

@@ -1,4 +1,4 @@
-"""The schedule lookup cache through HTTP on SQLite and PostgreSQL (issue 15): a hit runs no
+"""The schedule lookup cache through HTTP on SQLite and PostgreSQL: a hit runs no
 query, a 304 is answered from the cache, a schedule published by ANOTHER process is served
 after the version check, one published in this process at once."""
 

@@ -1,4 +1,4 @@
-"""Model registration policy through HTTP on SQLite and PostgreSQL (issue 15): local sources
+"""Model registration policy through HTTP on SQLite and PostgreSQL: local sources
 only under LD3_MODEL_ROOTS and only diffusers folders, one message for missing / not allowed,
 loader options checked, DELETE /models/{id}, GET /models never 500 on a bad row."""
 

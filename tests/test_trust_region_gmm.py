@@ -64,7 +64,7 @@ def test_stepwise_objective_beats_uniform_lambda(nfe, solver):
 
 
 def test_official_objective_beats_uniform_lambda_at_nfe_10_with_unipc():
-    """The claim that changed in issue 12: the authors' objective (trunc 3 at every NFE,
+    """The authors' objective (trunc 3 at every NFE,
     orders 1-2-3..3-2-1) beats logSNR at NFE 10 with unipc-2 (0.82 on 64 samples, bench);
     the step_optim.py comment's trunc 0 does not."""
     assert _ratio(10, "unipc", "paper") < 0.95

@@ -1,4 +1,4 @@
-"""Crash recovery in seconds, not hours (issue 15): two real ``ld3 worker`` processes on
+"""Crash recovery in seconds, not hours: two real ``ld3 worker`` processes on
 PostgreSQL + Redis, the broker's visibility timeout set to an hour; SIGKILL the worker running
 an LD3 job -> the other worker's stale-job reaper requeues it within
 ``LD3_STALE_AFTER_S + LD3_REAP_INTERVAL`` and it finishes there with exactly one schedule.

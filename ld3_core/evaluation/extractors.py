@@ -22,6 +22,8 @@ from unittest import mock
 import torch
 from torch import Tensor
 
+from ld3_core.extras import require
+
 INCEPTION_WEIGHTS_ENV = "LD3_INCEPTION_WEIGHTS"
 INCEPTION_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 EXTRACTORS = ("digits", "inception", "pixels")
@@ -150,6 +152,7 @@ class InceptionExtractor(FeatureExtractor):
         device: str | torch.device = "cpu",
     ) -> None:
         super().__init__(batch_size, device)
+        require("pytorch_fid.inception", "extractor='inception'")  # the package, then weights
         self.weights_path = inception_weights_path(weights)
         self.model = _build_inception(self.weights_path).to(self.device).eval()
 
@@ -164,7 +167,7 @@ class InceptionExtractor(FeatureExtractor):
 
 def _build_inception(path: Path) -> torch.nn.Module:
     """pytorch-fid's ``InceptionV3([3])`` whose weights come from the local file ``path``."""
-    import pytorch_fid.inception as fid_inception
+    fid_inception = require("pytorch_fid.inception", "extractor='inception'")
 
     def local_state_dict(*_args: Any, **_kw: Any) -> dict[str, Tensor]:
         try:

@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ld3_core.extras import require
+
 METRICS = ("l2", "lpips")
 LPIPS_NETS = ("alex", "vgg")
 _BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
@@ -118,8 +120,8 @@ class LPIPSDistance(nn.Module):
         min_size: int = 32,
     ) -> None:
         super().__init__()
+        lpips = require("lpips", "metric='lpips'")  # heavy import, only when LPIPS is used
         path = find_lpips_backbone(net, backbone_path)
-        import lpips  # heavy import only when LPIPS is actually used
 
         # pnet_rand=True: build the backbone without letting torchvision download anything;
         # the real weights are copied in right after (never left random).

@@ -39,8 +39,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ld3_core.extras import require
 from ld3_core.models.wrapper import DiffusionModel
-from ld3_core.optional import require
 from ld3_core.schedules import DiscreteVP
 
 PREDICTION_TYPES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v",
@@ -267,7 +267,7 @@ def inspect_folder(folder: Path, scheduler: Any = None) -> dict[str, Any]:
 
 # -- component loading ------------------------------------------------------------------------
 def _load_diffusers_module(folder: Path, dtype: torch.dtype | None, device: Any) -> Any:
-    diffusers = require("diffusers", "loading a diffusers model")
+    diffusers = require("diffusers", "a diffusers model")
 
     name = _class_name(folder)
     cls = getattr(diffusers, str(name), None)
@@ -361,7 +361,6 @@ class PromptEncoder:
 
 def _load_text_stack(info: dict[str, Any], dtype: torch.dtype | None, device: Any):
     transformers = require("transformers", "a text-to-image model's text encoder")
-
     te_cfg = _read_json(info["text_encoder"] / "config.json")
     arch = (te_cfg.get("architectures") or ["CLIPTextModel"])[0]
     te_cls = getattr(transformers, arch, None) or transformers.CLIPTextModel
@@ -434,9 +433,9 @@ def load_diffusers(path_or_hub_id: str, **options: Any) -> DiffusionModel:
     Raises:
         ValueError: unknown options, a missing/unsupported folder, an unreachable hub id, bad
             prompts, or guidance on a model without an unconditional input.
-        ModuleNotFoundError: diffusers (or transformers for a text encoder) is not installed;
-            the message says what to install.
+        MissingExtraError: diffusers is not installed (the ``diffusers`` extra).
     """
+    require("diffusers", f"loading the diffusers model {path_or_hub_id!r}")
     from ld3_core.models.families import detect_family, load_family
 
     unknown = sorted(set(options) - set(_OPTIONS) - set(_FAMILY_OPTIONS))

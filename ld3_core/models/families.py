@@ -35,8 +35,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ld3_core.extras import require
 from ld3_core.models.wrapper import DiffusionModel
-from ld3_core.optional import require
 from ld3_core.schedules import FlowMatch
 
 FAMILIES = {
@@ -230,7 +230,7 @@ def load_family(family: str, folder: Path, options: dict[str, Any], *, name: str
     of the latents, ``decode`` through the VAE, ``latent=True``, ``diffusers_info`` and
     ``prompt_encoder`` (text families: prompts -> cond dict, else None).
     """
-    diffusers = require("diffusers", f"loading a {family} model")
+    diffusers = require("diffusers", f"the {family} pipeline")
 
     from ld3_core.models.diffusers_loader import (
         _check_prompts,
