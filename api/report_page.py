@@ -22,6 +22,8 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
+from ld3_core.spec import ACTIVE_STATES
+
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:1.5rem auto;max-width:70rem;padding:0 1rem;
 color:#1d2125}
@@ -35,7 +37,6 @@ figcaption{color:#5f6b74;font-size:.9em}.state{font-weight:600}
 """
 PNG_NAMES = {"grid": "grid.png", "fd_vs_nfe": "fd_vs_nfe.png", "schedule": "schedule.png"}
 """Image name -> file under ``/jobs/{id}/report/``."""
-ACTIVE = ("queued", "running")
 
 
 def _text(value: Any) -> str:
@@ -89,7 +90,7 @@ def _job_section(job: Mapping[str, Any]) -> str:
 def _pending_section(job: Mapping[str, Any]) -> str:
     state = str(job.get("state"))
     progress = float(job.get("progress") or 0.0)
-    if state in ACTIVE:
+    if state in ACTIVE_STATES:
         return (f"<p class=\"verdict\" id=\"pending\">The job is {_text(state)} "
                 f"(stage {_text(job.get('stage'))}); its report appears here when it has "
                 f"succeeded. This page reloads every 5 s.</p>"
@@ -217,7 +218,7 @@ def render_report_page(
     title = (f"{job.get('model')} {job.get('solver')}-{job.get('order')} NFE {job.get('nfe')}"
              f" — job {job_id[:8]}")
     refresh = ("<meta http-equiv=\"refresh\" content=\"5\">"
-               if job.get("state") in ACTIVE and report is None else "")
+               if job.get("state") in ACTIVE_STATES and report is None else "")
     if report is None:
         main = _pending_section(job)
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ld3_client.urls import job_path, schedule_path
-from ld3_core.spec import JOB_STAGES, stage_fraction
+from ld3_core.spec import ACTIVE_STATES, JOB_STAGES, stage_fraction
 from registry.orm import (
     ARTIFACT_FD_PLOT_PNG,
     ARTIFACT_GRID_PNG,
@@ -54,7 +54,7 @@ def job_out(job: Job, schedule: Schedule | None, artifact_kinds: set[str]) -> di
     browsers), ``report_json``, ``report_grid``, ``report_fd_vs_nfe``, ``report_schedule``.
     """
     links = {"self": job_url(job.id), "report_html": report_page_url(job.id)}
-    if job.state in ("queued", "running"):
+    if job.state in ACTIVE_STATES:
         links["cancel"] = f"{job_url(job.id)}/cancel"
     if schedule is not None:
         links["result"] = schedule_id_url(schedule.id)
