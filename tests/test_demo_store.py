@@ -39,7 +39,7 @@ def _demo(argv: list[str], capsys: pytest.CaptureFixture[str]) -> set[str]:
     code = main(["demo", *argv])
     out, err = capsys.readouterr()
     assert code == 0, out + err
-    return set(re.findall(r"== \w+ job (\S+): succeeded", out))
+    return set(re.findall(r"== job (\S+) \(\w+, [^)]*\): succeeded", out))
 
 
 def _listed(client: TestClient) -> dict[str, dict]:

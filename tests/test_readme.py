@@ -194,9 +194,9 @@ def test_every_readme_block_runs_in_order(tmp_path):
         run.stop()
 
     demo = run.output(r"^ld3 demo$")
-    assert re.search(r"== ld3 job \S+: succeeded", demo), demo
-    assert re.search(r"== trust_region job \S+: succeeded", demo), demo
-    demo_jobs = set(re.findall(r"== \w+ job (\S+): succeeded", demo))
+    assert re.search(r"== job \S+ \(ld3, [^)]*\): succeeded", demo), demo
+    assert re.search(r"== job \S+ \(trust_region, [^)]*\): succeeded", demo), demo
+    demo_jobs = set(re.findall(r"== job (\S+) \(\w+, [^)]*\): succeeded", demo))
     assert (tmp_path / ".ld3" / "ld3.db").is_file(), "the demo writes the default store"
 
     # the server started afterwards serves the demo's jobs and schedule
