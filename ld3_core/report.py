@@ -514,7 +514,7 @@ def write_job_report(
     for name in order:
         if name in outcome.samples:
             e = outcome.scores[name]
-            star = " (published)" if name == outcome.winner else ""
+            star = "\n(published)" if name == outcome.winner else ""
             rows[f"{name}{star}\nFD {e['fd']:.3g}"] = _as_images(outcome.samples[name])
     save_grid(rows, out / GRID_PNG, title=f"{title}, NFE {outcome.details['nfe']}")
     plot_job_fd(outcome, out / FD_PLOT_PNG, title)
