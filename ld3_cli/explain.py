@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ld3_cli.errors import CLIError, from_service_error
-from ld3_client import ServiceClient, ServiceError
+from ld3_client.errors import ServiceError
+
+if TYPE_CHECKING:
+    from ld3_client.client import ServiceClient
 
 MAX_LISTED_MODELS = 12
 

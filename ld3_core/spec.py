@@ -18,11 +18,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-SOLVERS: tuple[str, ...] = ("euler", "dpm++", "unipc", "ipndm")
+SolverName = Literal["euler", "dpm++", "unipc", "ipndm"]
+SOLVERS: tuple[str, ...] = get_args(SolverName)
 MAX_ORDER: dict[str, int] = {"euler": 1, "dpm++": 3, "unipc": 3, "ipndm": 4}
 SOLVER_VARIANTS: dict[str, tuple[str, ...]] = {
     "euler": ("default",), "dpm++": ("taylor", "diffusers"), "unipc": ("bh2", "bh1"),
@@ -37,10 +38,10 @@ SOLVER_ALIASES: dict[str, str] = {
 DEFAULT_ORDER = 2
 """Order of a request that gives none, capped at the solver's maximum."""
 
-JOB_KINDS: tuple[str, ...] = ("ld3", "trust_region")
 JobKind = Literal["ld3", "trust_region"]
-JOB_STATES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
+JOB_KINDS: tuple[str, ...] = get_args(JobKind)
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JOB_STATES: tuple[str, ...] = get_args(JobState)
 ACTIVE_STATES: tuple[str, ...] = ("queued", "running")
 TERMINAL_STATES: tuple[str, ...] = ("succeeded", "failed", "cancelled")
 
@@ -50,10 +51,10 @@ JOB_STAGES: dict[str, tuple[tuple[str, float], ...]] = {
 }
 """The stages a job of each kind runs, in order, with their share of its overall progress."""
 
-MODEL_KINDS: tuple[str, ...] = ("pixel", "latent", "text2img")
 ModelKind = Literal["pixel", "latent", "text2img"]
-PREDICTIONS: tuple[str, ...] = ("eps", "x0", "v", "flow")
+MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
 Prediction = Literal["eps", "x0", "v", "flow"]
+PREDICTIONS: tuple[str, ...] = get_args(Prediction)
 
 HEURISTICS: tuple[str, ...] = ("uniform", "quadratic", "edm", "logsnr")
 """The baselines every job compares its learned schedule with."""
@@ -244,7 +245,7 @@ class JobOptions(BaseModel):
     n_tune: int = Field(256, ge=8, le=100_000)
     ld3_inits: int = Field(2, ge=0, le=8)
 
-    teacher_solver: Literal["euler", "dpm++", "unipc", "ipndm"] | None = None
+    teacher_solver: SolverName | None = None
     teacher_order: int | None = Field(None, ge=1, le=4)
     teacher_nfe: int | None = Field(None, ge=2, le=MAX_NFE)
     teacher_discretization: str | None = Field(

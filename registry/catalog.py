@@ -126,7 +126,6 @@ def get_model(session: Session, model_id: str) -> ModelInfo | None:
     return None if row is None else _info(row)
 
 
-
 def list_models(session: Session) -> list[ModelInfo]:
     """Every catalog entry: built-ins first (sorted), then registered models by id."""
     rows = session.scalars(select(CatalogModel).order_by(CatalogModel.id)).all()
@@ -259,7 +258,6 @@ def register_model(
             f"model {model_id!r} is already registered", field="id", conflict=True
         ) from exc
     return _info(row)
-
 
 
 def count_models(session: Session) -> int:

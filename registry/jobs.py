@@ -302,7 +302,6 @@ def claim_job(
     return None
 
 
-
 def update_progress(
     session: Session,
     job_id: str,
@@ -381,7 +380,6 @@ def stale_jobs(session: Session, older_than_s: float) -> list[Job]:
             .order_by(Job.created_at)
         ).all()
     )
-
 
 
 __all__ = [

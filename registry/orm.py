@@ -37,7 +37,6 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-
 # Artifact kinds the API knows how to serve; workers may add others (free-form strings).
 ARTIFACT_REPORT_JSON = "report_json"
 ARTIFACT_GRID_PNG = "grid_png"

@@ -246,7 +246,6 @@ def nearest_schedule(
     return best[source]
 
 
-
 def list_schedules(
     session: Session,
     *,

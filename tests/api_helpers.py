@@ -188,7 +188,6 @@ def publish_fake_result(
         )
 
 
-
 def assert_problem(response, status: int, slug: str | None = None) -> dict[str, Any]:
     """The response is an RFC 9457 problem with ``status``; returns its body."""
     assert response.status_code == status, response.text

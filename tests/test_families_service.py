@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import torch
 
+from ld3_core.spec import TERMINAL_STATES
+
 pytest.importorskip("diffusers")
 
 import family_helpers as F  # noqa: E402
@@ -37,7 +39,7 @@ def _wait(client: Any, job_id: str, timeout: float = 300.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.get(f"/jobs/{job_id}").json()
-        if job["state"] in ("succeeded", "failed", "cancelled"):
+        if job["state"] in TERMINAL_STATES:
             return job
         time.sleep(0.2)
     raise AssertionError(f"job {job_id} did not finish in {timeout} s")

@@ -24,6 +24,8 @@ import httpx
 import pytest
 from fixtures.processes import free_port
 
+from ld3_core.spec import TERMINAL_STATES
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
@@ -81,7 +83,7 @@ def _finished_job(base: str) -> dict[str, Any]:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             job = http.get(f"/jobs/{job_id}").json()
-            if job["state"] in ("succeeded", "failed", "cancelled"):
+            if job["state"] in TERMINAL_STATES:
                 assert job["state"] == "succeeded", job
                 return job
             time.sleep(0.25)

@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from ld3_client import schedule_path
+from ld3_core.spec import TERMINAL_STATES
 
 pytestmark = pytest.mark.services
 
@@ -194,7 +195,7 @@ def test_embedded_runner_completes_a_trust_region_job_on_sqlite(make_settings, t
             deadline = time.monotonic() + 180
             while time.monotonic() < deadline:
                 job = client.get(f"/jobs/{job_id}").json()
-                if job["state"] in ("succeeded", "failed", "cancelled"):
+                if job["state"] in TERMINAL_STATES:
                     break
                 time.sleep(0.2)
             assert job["state"] == "succeeded", job

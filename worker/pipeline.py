@@ -26,6 +26,7 @@ import socket
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,13 @@ import torch
 from ld3_core.spec import JOB_STAGES, JobOptions, JobSpec
 from registry import jobs as job_repo
 from registry.errors import is_db_unavailable
-from registry.orm import ARTIFACT_TEACHER
+from registry.orm import (
+    ARTIFACT_FD_PLOT_PNG,
+    ARTIFACT_GRID_PNG,
+    ARTIFACT_REPORT_JSON,
+    ARTIFACT_SCHEDULE_PNG,
+    ARTIFACT_TEACHER,
+)
 from registry.settings import Settings, get_settings
 from worker import outcome
 from worker.config import WorkerSettings, get_worker_settings
@@ -42,7 +49,6 @@ from worker.paths import JobPaths, cache_key
 from worker.progress import Cancelled, Heartbeat, JobProgress
 
 log = logging.getLogger(__name__)
-
 
 
 class RegistryUnavailable(RuntimeError):
@@ -219,7 +225,9 @@ class _JobRun:
         return models.apply_overrides(model, noise_schedule=info.noise_schedule,
                                       prediction=info.prediction_type)
 
-    def _teacher_config(self) -> Any:
+    @cached_property
+    def teacher_config(self) -> Any:
+        """The job's teacher, resolved against the loaded model (once per run)."""
         from ld3_core.teacher import TeacherConfig
 
         return TeacherConfig(**self.opts.teacher_options(),
@@ -230,7 +238,7 @@ class _JobRun:
         from ld3_core import teacher as teacher_mod
         from registry import artifacts as artifact_repo
 
-        cfg = self._teacher_config()
+        cfg = self.teacher_config
         o = self.opts
         # where and in what batches it runs does not change the pairs: not part of the key
         teacher_key = {k: v for k, v in cfg.to_dict().items() if k not in ("device", "batch_size")}
@@ -278,8 +286,9 @@ class _JobRun:
             title=f"{job.model_id} {job.solver}-{job.order}",
             extra={"job_id": self.job_id, "kind": job.kind, "options": dict(job.options or {})},
         )
-        files = {"report_json": names["report_json"], "grid_png": names["grid"],
-                 "fd_plot_png": names["fd_vs_nfe"], "schedule_png": names["schedule"]}
+        files = {ARTIFACT_REPORT_JSON: names["report_json"], ARTIFACT_GRID_PNG: names["grid"],
+                 ARTIFACT_FD_PLOT_PNG: names["fd_vs_nfe"],
+                 ARTIFACT_SCHEDULE_PNG: names["schedule"]}
         return {kind: self.paths.rel(self.paths.report_dir / name)
                 for kind, name in files.items() if _exists(self.paths.report_dir / name)}
 
@@ -307,7 +316,7 @@ class _JobRun:
             "settings": outcome.details.get("settings"),
             "trust_region": outcome.details.get("trust_region"),
             "ld3_runs": outcome.details.get("ld3_runs"),
-            "teacher": self._teacher_config().to_dict(),
+            "teacher": self.teacher_config.to_dict(),
             "attempts": int(job.attempts or 1),
         }
         fd = float(own["fd"])
